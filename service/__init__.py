@@ -1,0 +1,91 @@
+"""The walletsync web application: `create_app()` builds it from validated settings (never at import time).
+
+Webhooks come in on `/webhooks/<provider>`, are verified by the provider's adapter, deduplicated and put on the
+Celery queue in Redis. Operator commands hang off the same app: `flask --app service <command>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from service.config import WebSettings
+from service.intake import Intake, Publish
+from service.logs import configure_logging
+from service.providers import ProviderAdapter, build_adapters
+from service.redis_store import connect
+from service.requests_context import install_request_id
+
+
+@dataclass(frozen=True)
+class WebRuntime:
+    settings: WebSettings
+    redis: redis.Redis
+    adapters: dict[str, ProviderAdapter]
+    intake: Intake
+
+
+def create_app(
+    settings: WebSettings | None = None,
+    *,
+    publish: Publish | None = None,
+    configure_logs: bool = True,
+) -> Flask:
+    """Build the app. `settings` default to the environment; `publish` defaults to the Celery queue."""
+    settings = settings if settings is not None else WebSettings.from_environ()
+    if configure_logs:
+        configure_logging(settings.log_level, process="web")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    client = connect(settings.redis_url)
+    app.extensions["walletsync"] = WebRuntime(
+        settings=settings,
+        redis=client,
+        adapters=build_adapters(settings),
+        intake=Intake(client, publish if publish is not None else _celery_publisher(settings.redis_url)),
+    )
+
+    from service.webhooks import blueprint
+
+    app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    install_request_id(app)
+    if settings.trusted_proxy_hops:
+        # Behind N trusted proxies the client address is the N-th from the right of X-Forwarded-For.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    return app
+
+
+def _celery_publisher(redis_url: str) -> Publish:
+    from tasks.celery_app import SYNC_TASK, create_celery
+
+    celery = create_celery(redis_url)
+
+    def publish(message: dict[str, Any], accepted_at: float) -> str:
+        result = celery.send_task(SYNC_TASK, args=[message], kwargs={"accepted_at": accepted_at}, retry=True)
+        return str(result.id)
+
+    return publish
+
+
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    name = (error.name or "error").lower().replace(" ", "_")
+    return jsonify(error=name, detail=error.description), error.code or 500
+
+
+def _unexpected_error(error: Exception) -> ResponseReturnValue:
+    # Reaching this is a bug; the answer must still not be a bare 500 page, nor leak anything.
+    import logging
+
+    logging.getLogger(__name__).exception("unhandled error in request")
+    response = jsonify(error="unavailable", detail="temporary failure, retry later")
+    response.headers["Retry-After"] = "30"
+    return response, 503

@@ -1,0 +1,52 @@
+"""The worker's entry point: `celery -A tasks worker`.
+
+The Celery app exists at import time but reads nothing then: its settings come from the environment the first
+time Celery asks for them (`on_configure`), and the worker's own settings are checked as soon as a worker
+starts (`celeryd_init`), so a missing variable stops it at once with one line naming it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery, signals
+
+from service.config import ConfigError, WorkerSettings, redis_url_from_environ
+from tasks.celery_app import celery_settings, create_celery
+
+app: Celery = create_celery()
+
+
+def _exit_on_config_error(error: ConfigError) -> None:
+    sys.stderr.write(f"walletsync worker: {error}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def _configure_from_environment(sender: Celery, **_: Any) -> None:
+    try:
+        sender.conf.update(celery_settings(redis_url_from_environ()))
+    except ConfigError as error:
+        _exit_on_config_error(error)
+
+
+def _check_worker_settings(**_: Any) -> None:
+    try:
+        settings = WorkerSettings.from_environ()
+    except ConfigError as error:
+        _exit_on_config_error(error)
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level, process="worker")
+
+
+def _keep_our_logging(**_: Any) -> None:
+    """Connected so that Celery leaves the logging configuration to us (JSON on stdout)."""
+
+
+app.on_configure.connect(_configure_from_environment, weak=False)
+signals.celeryd_init.connect(_check_worker_settings, weak=False)
+signals.setup_logging.connect(_keep_our_logging, weak=False)
+
+__all__ = ["app"]

@@ -1,0 +1,68 @@
+"""The Celery application and the settings that protect events on a Redis broker.
+
+Both processes build their Celery app here: the worker from the environment when Celery first reads its
+configuration (`tasks/__init__.py`), the web process from its own validated settings (to publish only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+SYNC_TASK = "walletsync.sync_payment_method"
+QUEUE = "walletsync"
+# Redis transport: a message not acknowledged within this time is delivered again. Every retry countdown
+# (capped at RetryPolicy.backoff_cap_seconds = 300 s) and every task (hard limit below) stays far below it.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+TASK_SOFT_TIME_LIMIT_SECONDS = 120
+TASK_TIME_LIMIT_SECONDS = 150
+
+
+def celery_settings(redis_url: str) -> dict[str, Any]:
+    return {
+        "broker_url": redis_url,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # Without these kombu passes no timeouts to redis-py and a black-holed Redis hangs the caller.
+            # socket_timeout must exceed the BRPOP timeout (1 s) the consumer uses.
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        "broker_connection_timeout": 3,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # workers reconnect by themselves, however long Redis is gone
+        # Publishing (webhook → queue) must fail fast so the webhook can answer 503 within a second or two.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_default_queue": QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_SECONDS,
+        "task_time_limit": TASK_TIME_LIMIT_SECONDS,
+        # SIGTERM: finish what is running for up to this long, then requeue it (Celery ≥ 5.5 soft shutdown).
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "enable_utc": True,
+    }
+
+
+def create_celery(redis_url: str | None = None) -> Celery:
+    """A Celery app; configured now when `redis_url` is given, else left for the caller to configure."""
+    app = Celery("walletsync", include=["tasks.sync"], set_as_current=False)
+    if redis_url is not None:
+        app.conf.update(celery_settings(redis_url))
+    return app

@@ -67,7 +67,8 @@ def test_a_handled_event_is_queued_durably_before_the_answer(
 def test_the_queued_message_carries_no_billing_details(client: FlaskClient, redis_client: redis.Redis) -> None:
     post(client, stripe_event("payment_method.updated"))
     raw = b"".join(redis_client.lrange(QUEUE, 0, -1))
-    assert b"Fake Street" not in raw and b"94102" not in raw and b"jenny@example.com" not in raw
+    for personal in (b"Fake Street", b"94102", b"jenny@example.com", b"+15555555555"):
+        assert personal not in raw
 
 
 def test_the_same_event_delivered_again_is_a_duplicate_and_not_queued_twice(

@@ -182,7 +182,8 @@ def test_genuine_events_of_other_types_are_ignored(name: str) -> None:
             "data.object",
         ),
         (
-            b'{"object": "event", "id": "evt_1", "type": "payment_method.updated", "created": 5, "data": {"object": {"id": 1}}}',
+            b'{"object": "event", "id": "evt_1", "type": "payment_method.updated", "created": 5, '
+            b'"data": {"object": {"id": 1}}}',
             "payment method id",
         ),
         (b"[" * 100000 + b"]" * 100000, "not"),

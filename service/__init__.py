@@ -29,6 +29,7 @@ class WebRuntime:
     redis: redis.Redis
     adapters: dict[str, ProviderAdapter]
     intake: Intake
+    publish: Publish  # puts one sync task on the queue (also used by operator replays)
 
 
 def create_app(
@@ -44,11 +45,13 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.redis_url)
+    publish = publish if publish is not None else _celery_publisher(settings.redis_url)
     app.extensions["walletsync"] = WebRuntime(
         settings=settings,
         redis=client,
         adapters=build_adapters(settings),
-        intake=Intake(client, publish if publish is not None else _celery_publisher(settings.redis_url)),
+        intake=Intake(client, publish),
+        publish=publish,
     )
 
     from service.webhooks import blueprint

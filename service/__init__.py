@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service.config import WebSettings
+from service.config import BrokerSettings, WebSettings
 from service.intake import Intake, Publish
 from service.logs import configure_logging
 from service.providers import ProviderAdapter, build_adapters
@@ -70,7 +70,7 @@ def create_app(
 def _celery_publisher(redis_url: str) -> Publish:
     from tasks.celery_app import SYNC_TASK, create_celery
 
-    celery = create_celery(redis_url)
+    celery = create_celery(BrokerSettings(redis_url=redis_url))
 
     def publish(message: dict[str, Any], accepted_at: float) -> str:
         result = celery.send_task(SYNC_TASK, args=[message], kwargs={"accepted_at": accepted_at}, retry=True)

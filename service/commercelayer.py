@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import requests
 
+from service.breaker import CircuitBreaker
 from service.config import CommerceLayerSettings
 from service.errors import CommerceLayerError, ErrorKind, classify_status
 
@@ -66,10 +67,12 @@ class CommerceLayerClient:
         *,
         session: requests.Session,
         tokens: TokenStore,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._settings = settings
         self._session = session
         self._tokens = tokens
+        self._breaker = breaker
         # Tokens are cached per credential set and endpoint, never under the secret itself.
         fingerprint = f"{settings.auth_url}|{settings.client_id}|{settings.scope or ''}"
         self._token_key = hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
@@ -121,27 +124,40 @@ class CommerceLayerClient:
             headers = {"Accept": JSON_API, "Authorization": f"Bearer {token}"}
             if json_body is not None:
                 headers["Content-Type"] = JSON_API
-            self.calls += 1
-            try:
-                response = self._session.request(
-                    method,
-                    self._settings.base_url + path,
-                    params=params,
-                    json=json_body,
-                    headers=headers,
-                    timeout=(self._settings.connect_timeout, self._settings.read_timeout),
-                    allow_redirects=False,
-                )
-            except requests.Timeout as exc:
-                raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"timeout: {type(exc).__name__}") from None
-            except requests.RequestException as exc:
-                raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"connection: {type(exc).__name__}") from None
+            response = self._send(method, path, params=params, json_body=json_body, headers=headers)
             if response.status_code == 401 and attempt == 1:
                 # The token may have expired or been revoked: drop it for every process, renew once.
                 self._tokens.discard(self._token_key, token)
                 continue
             return _payload_or_raise(response)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _send(
+        self, method: str, path: str, *, params: Mapping[str, str] | None, json_body: Any, headers: dict[str, str]
+    ) -> requests.Response:
+        if self._breaker is not None:
+            self._breaker.before_call()  # raises BreakerOpen while Commerce Layer is failing hard
+        self.calls += 1
+        try:
+            response = self._session.request(
+                method,
+                self._settings.base_url + path,
+                params=params,
+                json=json_body,
+                headers=headers,
+                timeout=(self._settings.connect_timeout, self._settings.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            self._record(ok=False)
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}") from None
+        self._record(ok=response.status_code < 500)
+        return response
+
+    def _record(self, *, ok: bool) -> None:
+        if self._breaker is not None:
+            self._breaker.record(ok=ok)
 
     def _access_token(self, *, renew: bool) -> str:
         if not renew:

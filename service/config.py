@@ -159,9 +159,37 @@ class RetryPolicy:
     max_attempts: int = 12
     max_age_seconds: int = 24 * 3600
     backoff_base_seconds: float = 2.0
-    # Far below the Redis transport's visibility timeout (see tasks.celery_app), because a retry waits
-    # unacknowledged inside a worker until its countdown ends.
-    backoff_cap_seconds: float = 300.0
+    # Far below the broker's visibility timeout (BrokerSettings), because a retry waits unacknowledged
+    # inside a worker until its countdown ends; a longer wait would be delivered a second time.
+    backoff_cap_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When Commerce Layer fails hard, stop calling it for a while; one probe at a time tests recovery."""
+
+    window: int = 20  # the last N calls considered
+    min_calls: int = 10  # never open on fewer samples than this
+    failure_ratio: float = 0.5  # open when at least this share of the window failed hard (5xx, timeout)
+    open_seconds: int = 15  # how long to stay open before a probe may go through
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """What any Celery client of the Redis broker needs (worker, web publisher, `celery inspect`)."""
+
+    redis_url: str
+    # Redis transport: a message not acknowledged within this time is delivered again (after a worker was
+    # killed with SIGKILL, say). Every retry countdown and task time limit must stay far below it.
+    visibility_timeout: int = 900
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> BrokerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=_redis_url(env),
+            visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", cls.visibility_timeout, minimum=10),
+        )
 
 
 @dataclass(frozen=True)
@@ -171,6 +199,7 @@ class WorkerSettings:
     redis_url: str
     commercelayer: CommerceLayerSettings
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     log_level: str = "INFO"
 
     @classmethod
@@ -182,17 +211,26 @@ class WorkerSettings:
             client_secret=Secret(_required(env, "COMMERCELAYER_CLIENT_SECRET")),
             auth_url=_url(env, "COMMERCELAYER_AUTH_URL", DEFAULT_AUTH_URL, schemes=("http", "https")),
             scope=_get(env, "COMMERCELAYER_SCOPE"),
+            read_timeout=_int(env, "COMMERCELAYER_TIMEOUT_SECONDS", 10, minimum=1),
         )
+        broker = BrokerSettings.from_environ(env)
         retry = RetryPolicy(
             max_attempts=_int(env, "SYNC_MAX_ATTEMPTS", RetryPolicy.max_attempts, minimum=1),
             max_age_seconds=_int(env, "SYNC_MAX_AGE_SECONDS", RetryPolicy.max_age_seconds, minimum=60),
+            backoff_cap_seconds=_int(env, "SYNC_BACKOFF_CAP_SECONDS", int(RetryPolicy.backoff_cap_seconds), minimum=1),
         )
-        return cls(redis_url=_redis_url(env), commercelayer=commercelayer, retry=retry, log_level=_log_level(env))
-
-
-def redis_url_from_environ(env: Mapping[str, str] | None = None) -> str:
-    """Only the broker URL: what a Celery client needs before it knows whether it is a worker."""
-    return _redis_url(os.environ if env is None else env)
+        if retry.backoff_cap_seconds * 3 > broker.visibility_timeout:
+            raise ConfigError(
+                "SYNC_BACKOFF_CAP_SECONDS", "must be at most a third of BROKER_VISIBILITY_TIMEOUT (else retries repeat)"
+            )
+        breaker = BreakerPolicy(open_seconds=_int(env, "BREAKER_OPEN_SECONDS", BreakerPolicy.open_seconds, minimum=1))
+        return cls(
+            redis_url=broker.redis_url,
+            commercelayer=commercelayer,
+            retry=retry,
+            breaker=breaker,
+            log_level=_log_level(env),
+        )
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

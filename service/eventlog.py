@@ -167,3 +167,19 @@ def event_fields(event: PaymentMethodEvent) -> dict[str, str | int]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class DeliveryCounter:
+    """Counts the deliveries of one task message that did not end inside the task (the worker was lost)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def start(self, task_id: str) -> int:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(f"walletsync:deliveries:{task_id}")
+        pipe.expire(f"walletsync:deliveries:{task_id}", 7 * 24 * 3600)
+        return int(pipe.execute()[0])
+
+    def finish(self, task_id: str) -> None:
+        self._redis.delete(f"walletsync:deliveries:{task_id}")

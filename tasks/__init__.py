@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from service.config import ConfigError, WorkerSettings, redis_url_from_environ
+from service.config import BrokerSettings, ConfigError, WorkerSettings
 from tasks.celery_app import celery_settings, create_celery
 
 app: Celery = create_celery()
@@ -26,7 +26,7 @@ def _exit_on_config_error(error: ConfigError) -> None:
 
 def _configure_from_environment(sender: Celery, **_: Any) -> None:
     try:
-        sender.conf.update(celery_settings(redis_url_from_environ()))
+        sender.conf.update(celery_settings(BrokerSettings.from_environ()))
     except ConfigError as error:
         _exit_on_config_error(error)
 

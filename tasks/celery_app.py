@@ -10,20 +10,22 @@ from typing import Any
 
 from celery import Celery
 
+from service.config import BrokerSettings
+
 SYNC_TASK = "walletsync.sync_payment_method"
 QUEUE = "walletsync"
-# Redis transport: a message not acknowledged within this time is delivered again. Every retry countdown
-# (capped at RetryPolicy.backoff_cap_seconds = 300 s) and every task (hard limit below) stays far below it.
-VISIBILITY_TIMEOUT_SECONDS = 3600
 TASK_SOFT_TIME_LIMIT_SECONDS = 120
 TASK_TIME_LIMIT_SECONDS = 150
 
 
-def celery_settings(redis_url: str) -> dict[str, Any]:
+def celery_settings(broker: BrokerSettings) -> dict[str, Any]:
+    # A task still running when the visibility timeout passes would be delivered a second time: keep the hard
+    # limit below half of it (and the retry countdowns below a third, see WorkerSettings).
+    hard_limit = min(TASK_TIME_LIMIT_SECONDS, broker.visibility_timeout // 2)
     return {
-        "broker_url": redis_url,
+        "broker_url": broker.redis_url,
         "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "visibility_timeout": broker.visibility_timeout,
             # Without these kombu passes no timeouts to redis-py and a black-holed Redis hangs the caller.
             # socket_timeout must exceed the BRPOP timeout (1 s) the consumer uses.
             "socket_timeout": 5,
@@ -49,8 +51,8 @@ def celery_settings(redis_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_SECONDS,
-        "task_time_limit": TASK_TIME_LIMIT_SECONDS,
+        "task_soft_time_limit": min(TASK_SOFT_TIME_LIMIT_SECONDS, hard_limit - 2),
+        "task_time_limit": hard_limit,
         # SIGTERM: finish what is running for up to this long, then requeue it (Celery ≥ 5.5 soft shutdown).
         "worker_soft_shutdown_timeout": 30.0,
         "worker_enable_soft_shutdown_on_idle": True,
@@ -60,9 +62,9 @@ def celery_settings(redis_url: str) -> dict[str, Any]:
     }
 
 
-def create_celery(redis_url: str | None = None) -> Celery:
-    """A Celery app; configured now when `redis_url` is given, else left for the caller to configure."""
+def create_celery(broker: BrokerSettings | None = None) -> Celery:
+    """A Celery app; configured now when `broker` is given, else left for the caller to configure."""
     app = Celery("walletsync", include=["tasks.sync"], set_as_current=False)
-    if redis_url is not None:
-        app.conf.update(celery_settings(redis_url))
+    if broker is not None:
+        app.conf.update(celery_settings(broker))
     return app

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import redis
 import requests
 
+from service.breaker import CircuitBreaker
 from service.commercelayer import CommerceLayerClient
 from service.config import WorkerSettings
-from service.eventlog import EventLog
+from service.eventlog import DeliveryCounter, EventLog
 from service.ordering import Ordering
 from service.redis_store import connect
 from service.tokens import RedisTokenStore
@@ -27,6 +28,7 @@ class WorkerRuntime:
     commercelayer: CommerceLayerClient
     events: EventLog
     ordering: Ordering
+    deliveries: DeliveryCounter
 
 
 def build_runtime(settings: WorkerSettings) -> WorkerRuntime:
@@ -36,9 +38,15 @@ def build_runtime(settings: WorkerSettings) -> WorkerRuntime:
     return WorkerRuntime(
         settings=settings,
         redis=client,
-        commercelayer=CommerceLayerClient(settings.commercelayer, session=session, tokens=RedisTokenStore(client)),
+        commercelayer=CommerceLayerClient(
+            settings.commercelayer,
+            session=session,
+            tokens=RedisTokenStore(client),
+            breaker=CircuitBreaker(client, settings.breaker),
+        ),
         events=EventLog(client),
         ordering=Ordering(client),
+        deliveries=DeliveryCounter(client),
     )
 
 

@@ -15,10 +15,11 @@ from typing import Any, NoReturn
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
+from service.breaker import BreakerOpen
 from service.domain import Outcome, PaymentMethodEvent
-from service.errors import CommerceLayerError
+from service.errors import CommerceLayerError, ErrorKind
 from service.logs import log_context
 from service.ordering import SourceBusy
 from service.retrying import GiveUp, next_step
@@ -27,6 +28,11 @@ from tasks.celery_app import SYNC_TASK
 from tasks.runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
+
+# A message whose deliveries keep ending without the task finishing (its worker killed: OOM, segfault, hard time
+# limit) is delivered again by `task_reject_on_worker_lost`; after this many it is dead-lettered, not looped.
+MAX_DELIVERIES = 5
+REDIS_WAIT_SECONDS = 20.0
 
 
 def sync_payment_method(self: Task, message: dict[str, Any], accepted_at: float | None = None) -> str:
@@ -37,12 +43,26 @@ def sync_payment_method(self: Task, message: dict[str, Any], accepted_at: float 
         # Only our own web process publishes these; a malformed one is a bug, not something to retry.
         log.error("sync task with a malformed message dropped", extra={"error": type(exc).__name__})
         return Outcome.DEAD.value
-    with log_context(event_id=event.event_id, provider=event.provider, task_id=self.request.id):
+    task_id = str(self.request.id)
+    with log_context(event_id=event.event_id, provider=event.provider, task_id=task_id):
         try:
-            return _run(self, event, runtime, accepted_at=accepted_at or time.time())
+            deliveries = runtime.deliveries.start(task_id)
+            try:
+                if deliveries > MAX_DELIVERIES:
+                    reason = f"poison message: {deliveries - 1} deliveries ended with the worker lost"
+                    runtime.events.dead_letter(event, reason=reason)
+                    log.error("event dead-lettered", extra={"reason": reason})
+                    return Outcome.DEAD.value
+                return _run(self, event, runtime, accepted_at=accepted_at or time.time())
+            finally:
+                # Reached whenever this delivery ends in the task (returned, retried, rejected, failed), which a
+                # killed worker never does: only those deliveries keep counting.
+                runtime.deliveries.finish(task_id)
         except redis.RedisError as exc:
-            # Our state store (also the broker) is unreachable: keep the message for a later delivery.
+            # Our state store (also the broker) is unreachable. Wait a little for it, then hand the message back
+            # to the broker: requeued if Redis is back, else kept unacknowledged and delivered again later.
             log.warning("redis unavailable during sync; message kept", extra={"error": type(exc).__name__})
+            _wait_for_redis(runtime.redis, REDIS_WAIT_SECONDS)
             raise Reject(f"redis unavailable: {type(exc).__name__}", requeue=True) from None
 
 
@@ -56,21 +76,21 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
     except SourceBusy:
         # Another task is writing this card right now. Waiting is not a failure: no attempt is counted.
         _retry_later(task, random.uniform(0.5, 2.0))
+    except BreakerOpen as open_breaker:
+        # Commerce Layer is failing hard; the event waits for it without spending its retry budget.
+        _retry_later(task, open_breaker.retry_after + random.uniform(0, 3.0))
     except CommerceLayerError as error:
-        attempts = runtime.events.record_attempt(event, error=error.reason)
-        step = next_step(error, attempts=attempts, age_seconds=time.time() - accepted_at, policy=runtime.settings.retry)
-        if isinstance(step, GiveUp):
-            runtime.events.dead_letter(event, reason=step.reason)
-            log.error("event dead-lettered", extra={"reason": step.reason, "attempts": attempts})
-            return Outcome.DEAD.value
-        runtime.events.record(
-            event.provider,
-            event.event_id,
-            Outcome.RETRYING,
-            note={"error": error.reason, "attempt": attempts, "countdown": step.countdown},
-        )
-        log.warning("sync failed; retrying", extra={"error": error.reason, "countdown": step.countdown})
-        _retry_later(task, step.countdown)
+        return _failed(task, event, runtime, error, accepted_at=accepted_at)
+    except SoftTimeLimitExceeded:
+        timeout = CommerceLayerError(ErrorKind.TRANSIENT, detail="task time limit exceeded")
+        return _failed(task, event, runtime, timeout, accepted_at=accepted_at)
+    except redis.RedisError:
+        raise  # handled by the caller: the message goes back to the broker
+    except Exception as exc:
+        # A bug, not a Commerce Layer answer. Closed by default: kept as a dead letter with the reason.
+        log.exception("unexpected error in sync")
+        bug = CommerceLayerError(ErrorKind.PERMANENT, detail=f"internal error: {type(exc).__name__}")
+        return _failed(task, event, runtime, bug, accepted_at=accepted_at)
 
     runtime.events.record(
         event.provider,
@@ -82,9 +102,40 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
     return result.outcome.value
 
 
+def _failed(
+    task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, error: CommerceLayerError, *, accepted_at: float
+) -> str:
+    """Count the attempt; dead-letter the event (returning `dead`) or retry it later (raising)."""
+    attempts = runtime.events.record_attempt(event, error=error.reason)
+    age = time.time() - accepted_at
+    step = next_step(error, attempts=attempts, age_seconds=age, policy=runtime.settings.retry)
+    if isinstance(step, GiveUp):
+        runtime.events.dead_letter(event, reason=step.reason)
+        log.error("event dead-lettered", extra={"reason": step.reason, "attempts": attempts})
+        return Outcome.DEAD.value
+    runtime.events.record(
+        event.provider,
+        event.event_id,
+        Outcome.RETRYING,
+        note={"error": error.reason, "attempt": attempts, "countdown": step.countdown},
+    )
+    log.warning("sync failed; retrying", extra={"error": error.reason, "countdown": step.countdown})
+    _retry_later(task, step.countdown)
+
+
 def _retry_later(task: Task, countdown: float) -> NoReturn:
     try:
         raise task.retry(countdown=countdown)
     except Reject as rejected:
         # Celery turns a failed retry publish into Reject(requeue=False), which deletes the message on Redis.
         raise Reject(rejected.reason, requeue=True) from None
+
+
+def _wait_for_redis(client: redis.Redis, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            time.sleep(0.5)

@@ -18,28 +18,25 @@ from service.config import BreakerPolicy
 log = logging.getLogger(__name__)
 
 _RESULTS = "walletsync:breaker:results"
-_OPEN = "walletsync:breaker:open"
-_PROBE = "walletsync:breaker:probe"
+_OPEN = "walletsync:breaker:open"  # exists while open; expires at the end of the open period
+_HALF_OPEN = "walletsync:breaker:half_open"  # exists from opening until a probe succeeds
+_PROBE = "walletsync:breaker:probe"  # the one probe in flight while half-open
 PROBE_LEASE_SECONDS = 30
 
-# Record one result; open the breaker when the window holds enough hard failures. One script, so that every
-# worker sees the same decision. Returns 1 when this call opened it.
+# Record one result of a closed breaker; open it when the window holds enough hard failures. One script, so
+# that every worker sees the same decision. Returns 1 when this call opened it.
 _RECORD = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
+if ARGV[1] == '1' then return 0 end
 local results = redis.call('LRANGE', KEYS[1], 0, -1)
 local failures = 0
 for _, r in ipairs(results) do if r == '0' then failures = failures + 1 end end
 if #results >= tonumber(ARGV[3]) and failures >= tonumber(ARGV[4]) * #results then
-  if redis.call('EXISTS', KEYS[2]) == 0 then
-    redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
-    redis.call('DEL', KEYS[1], KEYS[3])
-    return 1
-  end
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+  redis.call('SET', KEYS[3], '1', 'EX', 86400)
+  redis.call('DEL', KEYS[1])
+  return 1
 end
 return 0
 """
@@ -65,38 +62,42 @@ class CircuitBreaker:
         remaining = self._redis.pttl(_OPEN)
         if remaining > 0:
             raise BreakerOpen(remaining / 1000)
-        if self._redis.exists(_RESULTS) or self._probing:
-            return  # closed: results are flowing (or this process holds the probe)
-        # Half-open (just after an open period, nothing recorded since): one probe at a time for all workers.
+        if self._probing or not self._redis.exists(_HALF_OPEN):
+            return
+        # Half-open: one probe at a time, for all workers together.
         if self._redis.set(_PROBE, "1", nx=True, ex=PROBE_LEASE_SECONDS):
             self._probing = True
             return
         raise BreakerOpen(2.0)
 
     def record(self, *, ok: bool) -> None:
-        window = self._policy.window
+        if self._probing:
+            self._probing = False
+            if ok:
+                self._redis.delete(_HALF_OPEN, _PROBE, _RESULTS)
+                log.info("circuit breaker closed: Commerce Layer answers again")
+            else:
+                self._open()
+            return
         opened = self._record(
-            keys=[_RESULTS, _OPEN, _PROBE],
-            args=[
-                "1" if ok else "0",
-                window,
-                self._policy.min_calls,
-                self._policy.failure_ratio,
-                self._policy.open_seconds,
-            ],
-        )
-        if self._probing and not ok:
-            # The probe failed: open again for a full period.
-            self._redis.set(_OPEN, "1", ex=self._policy.open_seconds)
-            self._redis.delete(_PROBE)
-            opened = 1
-        self._probing = False
+            keys=[_RESULTS, _OPEN, _HALF_OPEN],
+            args=["1" if ok else "0", self._policy.window, self._policy.min_calls, self._policy.failure_ratio,
+                  self._policy.open_seconds],
+        )  # fmt: skip
         if opened:
             log.warning(
-                "circuit breaker opened: Commerce Layer is failing", extra={"open_seconds": self._policy.open_seconds}
+                "circuit breaker opened: Commerce Layer is failing", extra={"seconds": self._policy.open_seconds}
             )
+
+    def _open(self) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(_OPEN, "1", ex=self._policy.open_seconds)
+        pipe.set(_HALF_OPEN, "1", ex=86400)
+        pipe.delete(_PROBE)
+        pipe.execute()
+        log.warning("circuit breaker probe failed: open again", extra={"seconds": self._policy.open_seconds})
 
     def state(self) -> str:
         if self._redis.pttl(_OPEN) > 0:
             return "open"
-        return "closed" if self._redis.exists(_RESULTS) else "half_open"
+        return "half_open" if self._redis.exists(_HALF_OPEN) else "closed"

@@ -42,6 +42,7 @@ control_socket_disable = True  # no admin socket in the container's home directo
 
 def on_starting(server: Any) -> None:
     from service.config import ConfigError, WebSettings
+    from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     try:
         WebSettings.from_environ()
@@ -49,3 +50,11 @@ def on_starting(server: Any) -> None:
         sys.stderr.write(f"walletsync web: {error}\n")
         sys.stderr.flush()
         raise SystemExit(4) from None
+    # Before any worker forks: every worker writes its metrics under this (emptied) directory.
+    prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV), "web")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -20,6 +20,7 @@ import requests
 from service.breaker import CircuitBreaker
 from service.config import CommerceLayerSettings
 from service.errors import CommerceLayerError, ErrorKind, classify_status
+from service.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,11 @@ class CommerceLayerClient:
             )
         except requests.RequestException as exc:
             self._record(ok=False)
-            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            _count(method, path, kind)
             raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}") from None
         self._record(ok=response.status_code < 500)
+        _count(method, path, str(response.status_code))
         return response
 
     def _record(self, *, ok: bool) -> None:
@@ -187,7 +190,9 @@ class CommerceLayerClient:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
+            metrics().commercelayer_calls.labels("POST", "/oauth/token", "connection_error").inc()
             raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"token endpoint: {type(exc).__name__}") from None
+        metrics().commercelayer_calls.labels("POST", "/oauth/token", str(response.status_code)).inc()
         if response.status_code in (400, 401, 403):
             # Wrong credentials do not heal by retrying; the token endpoint allows only 30 requests a minute.
             raise CommerceLayerError(
@@ -203,6 +208,12 @@ class CommerceLayerClient:
             raise CommerceLayerError(ErrorKind.TRANSIENT, detail="token endpoint answered without an access_token")
         lifetime = max(expires_in - TOKEN_RENEW_MARGIN_SECONDS, expires_in // 2)
         return AccessToken(value=value, expires_at=time.time() + lifetime)
+
+
+def _count(method: str, path: str, status: str) -> None:
+    # The route, not the path: ids must never become label values.
+    route = f"/api/{RESOURCE}" if path == f"/api/{RESOURCE}" else f"/api/{RESOURCE}/:id"
+    metrics().commercelayer_calls.labels(method, route, status).inc()
 
 
 def _payment_source(resource: Any) -> CustomerPaymentSource:

@@ -201,6 +201,7 @@ class WorkerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     log_level: str = "INFO"
+    metrics_port: int = 9808  # 0: no metrics endpoint
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -230,6 +231,7 @@ class WorkerSettings:
             retry=retry,
             breaker=breaker,
             log_level=_log_level(env),
+            metrics_port=_int(env, "WORKER_METRICS_PORT", 9808),
         )
 
 

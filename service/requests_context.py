@@ -19,7 +19,8 @@ def install_request_id(app: Flask) -> None:
     def _bind() -> None:
         incoming = request.headers.get(HEADER, "")
         g.request_id = incoming if _ACCEPTABLE.match(incoming) else uuid.uuid4().hex
-        g.log_context = log_context(request_id=g.request_id)
+        # remote_addr is the client's once ProxyFix has applied the trusted X-Forwarded-For hops.
+        g.log_context = log_context(request_id=g.request_id, remote_addr=request.remote_addr)
         g.log_context.__enter__()
 
     @app.after_request

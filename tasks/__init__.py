@@ -7,6 +7,7 @@ starts (`celeryd_init`), so a missing variable stops it at once with one line na
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -32,13 +33,40 @@ def _configure_from_environment(sender: Celery, **_: Any) -> None:
 
 
 def _check_worker_settings(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: settings, logging, metrics."""
     try:
         settings = WorkerSettings.from_environ()
     except ConfigError as error:
         _exit_on_config_error(error)
     from service.logs import configure_logging
+    from service.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     configure_logging(settings.log_level, process="worker")
+    prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV), "worker")
+    if settings.metrics_port:
+        _serve_metrics(settings)
+
+
+def _serve_metrics(settings: WorkerSettings) -> None:
+    import logging
+
+    from service.metrics import RedisStateCollector, serve_worker_metrics
+    from service.redis_store import connect
+    from tasks.celery_app import QUEUE
+
+    try:
+        serve_worker_metrics(settings.metrics_port, RedisStateCollector(connect(settings.redis_url), queue=QUEUE))
+    except OSError as error:
+        # Another worker on this host has the port: the sync matters more than this process's metrics.
+        logging.getLogger(__name__).error(
+            "worker metrics endpoint not started", extra={"port": settings.metrics_port, "error": str(error)}
+        )
+
+
+def _forget_process_metrics(**_: Any) -> None:
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(os.getpid())
 
 
 def _keep_our_logging(**_: Any) -> None:
@@ -48,5 +76,6 @@ def _keep_our_logging(**_: Any) -> None:
 app.on_configure.connect(_configure_from_environment, weak=False)
 signals.celeryd_init.connect(_check_worker_settings, weak=False)
 signals.setup_logging.connect(_keep_our_logging, weak=False)
+signals.worker_process_shutdown.connect(_forget_process_metrics, weak=False)
 
 __all__ = ["app"]

@@ -21,6 +21,7 @@ from service.breaker import BreakerOpen
 from service.domain import Outcome, PaymentMethodEvent
 from service.errors import CommerceLayerError, ErrorKind
 from service.logs import log_context
+from service.metrics import metrics
 from service.ordering import SourceBusy
 from service.retrying import GiveUp, next_step
 from service.sync import sync_payment_method as sync
@@ -50,9 +51,7 @@ def sync_payment_method(self: Task, message: dict[str, Any], accepted_at: float 
             try:
                 if deliveries > MAX_DELIVERIES:
                     reason = f"poison message: {deliveries - 1} deliveries ended with the worker lost"
-                    runtime.events.dead_letter(event, reason=reason)
-                    log.error("event dead-lettered", extra={"reason": reason})
-                    return Outcome.DEAD.value
+                    return _dead(event, runtime, reason=reason, attempts=deliveries - 1)
                 return _run(self, event, runtime, accepted_at=accepted_at or time.time())
             finally:
                 # Reached whenever this delivery ends in the task (returned, retried, rejected, failed), which a
@@ -75,10 +74,10 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
         result = sync(event, wallets=runtime.commercelayer, ordering=runtime.ordering)
     except SourceBusy:
         # Another task is writing this card right now. Waiting is not a failure: no attempt is counted.
-        _retry_later(task, random.uniform(0.5, 2.0))
+        _retry_later(task, random.uniform(0.5, 2.0), reason="source_busy")
     except BreakerOpen as open_breaker:
         # Commerce Layer is failing hard; the event waits for it without spending its retry budget.
-        _retry_later(task, open_breaker.retry_after + random.uniform(0, 3.0))
+        _retry_later(task, open_breaker.retry_after + random.uniform(0, 3.0), reason="breaker_open")
     except CommerceLayerError as error:
         return _failed(task, event, runtime, error, accepted_at=accepted_at)
     except SoftTimeLimitExceeded:
@@ -99,6 +98,10 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
         note={"sources": {source.source_id: source.outcome.value for source in result.sources}},
     )
     log.info("event synced", extra={"outcome": result.outcome.value, "sources": len(result.sources)})
+    observed = metrics()
+    observed.task_outcomes.labels(event.provider, result.outcome.value).inc()
+    if result.outcome is Outcome.APPLIED:
+        observed.sync_lag_seconds.labels(event.provider).observe(max(time.time() - event.event_created, 0))
     return result.outcome.value
 
 
@@ -110,9 +113,7 @@ def _failed(
     age = time.time() - accepted_at
     step = next_step(error, attempts=attempts, age_seconds=age, policy=runtime.settings.retry)
     if isinstance(step, GiveUp):
-        runtime.events.dead_letter(event, reason=step.reason)
-        log.error("event dead-lettered", extra={"reason": step.reason, "attempts": attempts})
-        return Outcome.DEAD.value
+        return _dead(event, runtime, reason=step.reason, attempts=attempts)
     runtime.events.record(
         event.provider,
         event.event_id,
@@ -120,10 +121,18 @@ def _failed(
         note={"error": error.reason, "attempt": attempts, "countdown": step.countdown},
     )
     log.warning("sync failed; retrying", extra={"error": error.reason, "countdown": step.countdown})
-    _retry_later(task, step.countdown)
+    _retry_later(task, step.countdown, reason=error.kind.value)
 
 
-def _retry_later(task: Task, countdown: float) -> NoReturn:
+def _dead(event: PaymentMethodEvent, runtime: WorkerRuntime, *, reason: str, attempts: int) -> str:
+    runtime.events.dead_letter(event, reason=reason)
+    log.error("event dead-lettered", extra={"reason": reason, "attempts": attempts})
+    metrics().task_outcomes.labels(event.provider, Outcome.DEAD.value).inc()
+    return Outcome.DEAD.value
+
+
+def _retry_later(task: Task, countdown: float, *, reason: str) -> NoReturn:
+    metrics().retries.labels(reason).inc()
     try:
         raise task.retry(countdown=countdown)
     except Reject as rejected:

@@ -22,6 +22,7 @@ class Process:
         self.name, self.args, self.env = name, args, env
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
+        self.metrics_url = ""
 
     def start(self) -> Process:
         log = self.log_path.open("ab")
@@ -71,6 +72,7 @@ def start_web(log_dir: Path, *, redis_url: str, workers: int = 2, **extra: str) 
         STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_WORKERS=str(workers),
+        PROMETHEUS_MULTIPROC_DIR=str(log_dir / f"metrics-web-{port}"),
         **extra,
     )
     process = Process("web", [str(BIN / "gunicorn"), "service.wsgi:app"], env=env, log_dir=log_dir).start()
@@ -81,6 +83,7 @@ def start_web(log_dir: Path, *, redis_url: str, workers: int = 2, **extra: str) 
 
 
 def worker_env(redis_url: str, simulator_url: str, **extra: str) -> dict[str, str]:
+    extra.setdefault("WORKER_METRICS_PORT", str(free_port()))
     return base_env(
         REDIS_URL=redis_url,
         COMMERCELAYER_BASE_URL=simulator_url,
@@ -104,7 +107,9 @@ def start_worker(
         "-n",
         f"{name}@%h",
     ]
+    extra.setdefault("PROMETHEUS_MULTIPROC_DIR", str(log_dir / f"metrics-{name}"))
     process = Process(name, args, env=worker_env(redis_url, simulator_url, **extra), log_dir=log_dir).start()
+    process.metrics_url = f"http://127.0.0.1:{process.env['WORKER_METRICS_PORT']}/metrics"
     wait_until(lambda: "ready." in process.log() or not process.alive(), timeout=60, what="the celery worker")
     assert process.alive(), process.log()
     return process

@@ -270,3 +270,24 @@ def test_no_secret_or_token_appears_in_any_log(system: System) -> None:
         assert secret not in logs
     for personal in ("Fake Street", "jenny@example.com", "94102"):
         assert personal not in logs
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample in exposition text (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_the_worker_exposes_its_metrics(system: System) -> None:
+    text = requests.get(system.worker.metrics_url, timeout=5).text
+    assert sample(text, "walletsync_task_outcomes_total", outcome="applied") >= 1
+    assert sample(text, "walletsync_commercelayer_calls_total", method="PATCH", status="200") >= 1
+    assert sample(text, "walletsync_sync_lag_seconds_count") >= 1
+    assert sample(text, "walletsync_dead_letters") >= 1
+    assert sample(text, "walletsync_breaker_state", state="closed") == 1

@@ -131,7 +131,7 @@ def test_the_worker_stops_at_once_naming_a_missing_variable(missing: str) -> Non
 def test_the_simulator_entry_command_of_the_image_runs() -> None:
     port = free_port()
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", str(port), "--sample"], stdout=subprocess.PIPE
+        [sys.executable, "-m", "simulator", "--port", str(port), "--sample"], stdout=subprocess.DEVNULL
     )
     try:
         wait_until(lambda: _ok(f"http://127.0.0.1:{port}/_sim/health"), timeout=30, what="the simulator")

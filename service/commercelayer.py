@@ -21,6 +21,7 @@ from service.breaker import CircuitBreaker
 from service.config import CommerceLayerSettings
 from service.errors import CommerceLayerError, ErrorKind, classify_status
 from service.metrics import metrics
+from service.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TokenStore(Protocol):
     def discard(self, key: str, token: str) -> None: ...
 
 
+CREDIT_SECONDS = 5.0
 # Renew this long before the token expires, so that no request goes out with a token about to lapse.
 TOKEN_RENEW_MARGIN_SECONDS = 300
 
@@ -69,17 +71,27 @@ class CommerceLayerClient:
         session: requests.Session,
         tokens: TokenStore,
         breaker: CircuitBreaker | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._session = session
         self._tokens = tokens
         self._breaker = breaker
+        self._limiter = limiter
+        self._credit: tuple[int, float] = (0, 0.0)  # calls already paid for, and when
         # Tokens are cached per credential set and endpoint, never under the secret itself.
         fingerprint = f"{settings.auth_url}|{settings.client_id}|{settings.scope or ''}"
         self._token_key = hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
         self.calls = 0  # Commerce Layer API calls made by this client (token requests not included)
 
     # -- public API -------------------------------------------------------------------------------------
+
+    def reserve(self, calls: int) -> None:
+        """Take rate-limit budget for the next `calls` calls at once (raises `RateLimited` when there is none),
+        so that a sync does not get its lookup through and then wait for budget to write."""
+        if self._limiter is not None:
+            self._limiter.acquire(access_token=self._access_token(renew=False), calls=calls)
+            self._credit = (calls, time.monotonic())
 
     def find_payment_sources(self, payment_source_token: str) -> list[CustomerPaymentSource]:
         """Every wallet entry whose `payment_source_token` equals the given one, across all pages."""
@@ -138,6 +150,7 @@ class CommerceLayerClient:
     ) -> requests.Response:
         if self._breaker is not None:
             self._breaker.before_call()  # raises BreakerOpen while Commerce Layer is failing hard
+        self._spend_budget(headers["Authorization"].removeprefix("Bearer "))
         self.calls += 1
         try:
             response = self._session.request(
@@ -156,7 +169,17 @@ class CommerceLayerClient:
             raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}") from None
         self._record(ok=response.status_code < 500)
         _count(method, path, str(response.status_code))
+        if response.status_code == 429 and self._limiter is not None:
+            self._limiter.observe_429(response.headers)
         return response
+
+    def _spend_budget(self, access_token: str) -> None:
+        credit, since = self._credit
+        # Reserved budget is used only shortly after it was taken: older credit may belong to a past window.
+        if credit > 0 and time.monotonic() - since < CREDIT_SECONDS:
+            self._credit = (credit - 1, since)
+        elif self._limiter is not None:
+            self._limiter.acquire(access_token=access_token)
 
     def _record(self, *, ok: bool) -> None:
         if self._breaker is not None:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from service.ratelimit import Window, parse_windows
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_AUTH_URL = "https://auth.commercelayer.io/oauth/token"
 
@@ -202,6 +204,8 @@ class WorkerSettings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     log_level: str = "INFO"
     metrics_port: int = 9808  # 0: no metrics endpoint
+    # Commerce Layer rate-limit windows; None: the published live or test limits, chosen from the token.
+    rate_limits: tuple[Window, ...] | None = None
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -232,7 +236,18 @@ class WorkerSettings:
             breaker=breaker,
             log_level=_log_level(env),
             metrics_port=_int(env, "WORKER_METRICS_PORT", 9808),
+            rate_limits=_rate_limits(env),
         )
+
+
+def _rate_limits(env: Mapping[str, str]) -> tuple[Window, ...] | None:
+    raw = _get(env, "COMMERCELAYER_RATE_LIMITS")
+    if raw is None:
+        return None
+    try:
+        return parse_windows(raw)
+    except ValueError as exc:
+        raise ConfigError("COMMERCELAYER_RATE_LIMITS", f"must look like 50/10s,200/60s: {exc}") from None
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

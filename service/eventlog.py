@@ -81,6 +81,23 @@ class EventLog:
         if pipeline is None:
             pipe.execute()
 
+    def record_outcome(self, event: PaymentMethodEvent, outcome: Outcome, *, note: Mapping[str, Any]) -> None:
+        """The final outcome of a sync. A later duplicate delivery does not hide that the event was applied."""
+        if outcome is Outcome.DUPLICATE:
+            current = self._redis.hget(event_key(event.provider, event.event_id), "status")
+            if current in (Outcome.APPLIED.value.encode(), Outcome.UNCHANGED.value.encode()):
+                self._append_history(event.provider, event.event_id, {"status": outcome.value, **note})
+                return
+        self.record(event.provider, event.event_id, outcome, fields=event_fields(event), note=note)
+
+    def _append_history(self, provider: str, event_id: str, entry: Mapping[str, Any]) -> None:
+        key = event_key(provider, event_id) + ":history"
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(key, json.dumps({"at": now_iso(), **entry}, separators=(",", ":")))
+        pipe.ltrim(key, -HISTORY_LIMIT, -1)
+        pipe.expire(key, RETENTION_SECONDS)
+        pipe.execute()
+
     def record_attempt(self, event: PaymentMethodEvent, *, error: str) -> int:
         """Count a failed attempt; keep the first and the last error. Returns the attempt count."""
         key = event_key(event.provider, event.event_id)

@@ -22,6 +22,7 @@ from service.domain import Outcome
 from service.eventlog import RETENTION_SECONDS, EventLog, event_fields
 from service.providers import Delivery
 from service.redis_store import DeleteIfEqual
+from service.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Intake:
         self._publish = publish
         self._lease_seconds = lease_seconds
         self._events = EventLog(client)
+        self._snapshots = Snapshots(client)
         self._release = DeleteIfEqual(client)
 
     def accept(self, provider: str, delivery: Delivery) -> Accepted:
@@ -99,6 +101,8 @@ class Intake:
                 note={"task_id": task_id},
                 pipeline=pipe,
             )
+            # The newest state of this card, so that a burst of its events is written once (service.snapshots).
+            self._snapshots.offer(delivery.event, pipeline=pipe)
             pipe.execute()
         except redis.RedisError as exc:
             # The task is on the queue, so the event is safe; only the bookkeeping failed. The claim's lease

@@ -13,6 +13,7 @@ cannot block a card for long.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,7 @@ import redis
 
 WATERMARK_TTL_SECONDS = 40 * 24 * 3600  # longer than any event can wait (retries, dead letters, replays)
 LEASE_SECONDS = 30
+SOURCE_IDS_TTL_SECONDS = 24 * 3600
 
 _ADVANCE = """
 local current = redis.call('GET', KEYS[1])
@@ -65,6 +67,23 @@ class Ordering:
         """Move the watermark to `key` unless it is already there or beyond; True when it moved."""
         return bool(self._advance(keys=[_watermark_key(source_id)], args=[encode(key), WATERMARK_TTL_SECONDS]))
 
+    def known_sources(self, provider: str, payment_source_token: str) -> list[str] | None:
+        """The Commerce Layer ids last found for this payment method (None: not known, look them up)."""
+        raw = self._redis.get(_sources_key(provider, payment_source_token))
+        if raw is None:
+            return None
+        ids = json.loads(raw)
+        return [str(i) for i in ids] if isinstance(ids, list) and ids else None
+
+    def remember_sources(self, provider: str, payment_source_token: str, source_ids: list[str]) -> None:
+        if source_ids:  # "no match" is never cached: a wallet entry may be created at any moment
+            self._redis.set(
+                _sources_key(provider, payment_source_token), json.dumps(source_ids), ex=SOURCE_IDS_TTL_SECONDS
+            )
+
+    def forget_sources(self, provider: str, payment_source_token: str) -> None:
+        self._redis.delete(_sources_key(provider, payment_source_token))
+
     @contextmanager
     def lease(self, provider: str, payment_source_token: str) -> Iterator[None]:
         lock = self._redis.lock(
@@ -84,3 +103,7 @@ class Ordering:
 
 def _watermark_key(source_id: str) -> str:
     return f"walletsync:watermark:{source_id}"
+
+
+def _sources_key(provider: str, payment_source_token: str) -> str:
+    return f"walletsync:sources:{provider}:{payment_source_token}"

@@ -1,7 +1,10 @@
 """The sync itself: one provider event → the matching Commerce Layer payment sources, each written at most once.
 
-A plain function with its collaborators passed in, so it is tested without Celery. For every wallet entry that
-carries the event's payment-method token it decides, from what Commerce Layer stores and the Redis watermark:
+A plain function with its collaborators passed in, so it is tested without Celery. The event is first offered as
+the payment method's newest snapshot (`service.snapshots`); what gets written is the newest snapshot, so a burst
+of events for one card ends in one read and one write, and tasks whose event is already superseded everywhere
+finish from Redis alone, without calling Commerce Layer. For every wallet entry that carries the payment-method
+token it decides, from what Commerce Layer stores and the Redis watermark:
 - `duplicate`: this very event is already applied;
 - `stale`: a newer event (see `service.domain.ordering_key`) is already applied, so this one must not overwrite it;
 - `unchanged`: writing would change nothing that matters, so no PATCH is sent (the watermark still moves);
@@ -20,6 +23,7 @@ from service.domain import Outcome, PaymentMethodEvent, ordering_key
 from service.errors import CommerceLayerError, ErrorKind
 from service.eventlog import now_iso
 from service.ordering import Ordering, OrderKey
+from service.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ _PRECEDENCE = (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.STALE, Outcome.DUPLIC
 
 
 class Wallets(Protocol):
+    def reserve(self, calls: int) -> None: ...
     def find_payment_sources(self, payment_source_token: str) -> list[CustomerPaymentSource]: ...
     def update_payment_source(self, source_id: str, attributes: Mapping[str, Any]) -> CustomerPaymentSource: ...
 
@@ -43,8 +48,11 @@ class SourceOutcome:
 
 @dataclass(frozen=True)
 class SyncResult:
-    outcome: Outcome
+    outcome: Outcome  # of the task's own event
     sources: tuple[SourceOutcome, ...]
+    # The newer event that was written in this event's stead (coalescing), with its own outcome.
+    written: PaymentMethodEvent | None = None
+    written_outcome: Outcome | None = None
 
 
 def sync_payment_method(
@@ -52,25 +60,59 @@ def sync_payment_method(
     *,
     wallets: Wallets,
     ordering: Ordering,
+    snapshots: Snapshots,
     clock: Callable[[], str] = now_iso,
 ) -> SyncResult:
-    """Apply `event` to every matching payment source; raises `CommerceLayerError` or `SourceBusy`."""
+    """Bring every matching payment source up to the newest known event; raises `CommerceLayerError`,
+    `SourceBusy`, or the rate limiter's / breaker's refusals."""
+    snapshots.offer(event)
+    settled = _settled_from_redis(event, ordering=ordering, snapshots=snapshots)
+    if settled is not None:
+        return settled
     with ordering.lease(event.provider, event.payment_source_token):
+        target = snapshots.newest(event)  # read under the lease: the newest state at the time of writing
+        known = ordering.known_sources(event.provider, event.payment_source_token)
+        wallets.reserve(1 + len(known or [None]))  # a lookup and the writes, so the budget is not spent halfway
         try:
-            return _sync_all(event, wallets=wallets, ordering=ordering, clock=clock)
+            result = _sync_all(target, wallets=wallets, ordering=ordering, clock=clock)
         except CommerceLayerError as error:
             if error.kind is not ErrorKind.NOT_FOUND:
                 raise
             # A source vanished between lookup and PATCH: look again once. Sources already written come
             # back as duplicates, so nothing is written twice.
             log.info("payment source vanished during sync; resolving again", extra={"event_id": event.event_id})
-            return _sync_all(event, wallets=wallets, ordering=ordering, clock=clock)
+            ordering.forget_sources(event.provider, event.payment_source_token)
+            result = _sync_all(target, wallets=wallets, ordering=ordering, clock=clock)
+    if target is event:
+        return result
+    # A newer event was written instead of this one: this one is superseded (stale) on every source.
+    superseded = tuple(SourceOutcome(s.source_id, Outcome.STALE) for s in result.sources)
+    own = Outcome.STALE if superseded else Outcome.UNMATCHED
+    return SyncResult(own, superseded, written=target, written_outcome=result.outcome)
+
+
+def _settled_from_redis(event: PaymentMethodEvent, *, ordering: Ordering, snapshots: Snapshots) -> SyncResult | None:
+    """Without any Commerce Layer call: when every known source's watermark is at or beyond the newest
+    snapshot, there is nothing to write; this event is then a duplicate (it is the watermark) or stale."""
+    source_ids = ordering.known_sources(event.provider, event.payment_source_token)
+    if not source_ids:
+        return None
+    newest = snapshots.newest(event).order_key
+    outcomes = []
+    for source_id in source_ids:
+        mark = ordering.watermark(source_id)
+        if mark is None or mark < newest:
+            return None
+        outcomes.append(SourceOutcome(source_id, Outcome.DUPLICATE if mark == event.order_key else Outcome.STALE))
+    overall = Outcome.STALE if any(o.outcome is Outcome.STALE for o in outcomes) else Outcome.DUPLICATE
+    return SyncResult(overall, tuple(outcomes))
 
 
 def _sync_all(
     event: PaymentMethodEvent, *, wallets: Wallets, ordering: Ordering, clock: Callable[[], str]
 ) -> SyncResult:
     sources = wallets.find_payment_sources(event.payment_source_token)
+    ordering.remember_sources(event.provider, event.payment_source_token, [s.id for s in sources])
     results = tuple(
         SourceOutcome(source.id, _sync_one(event, source, wallets=wallets, ordering=ordering, clock=clock))
         for source in sources

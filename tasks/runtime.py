@@ -17,7 +17,9 @@ from service.commercelayer import CommerceLayerClient
 from service.config import WorkerSettings
 from service.eventlog import DeliveryCounter, EventLog
 from service.ordering import Ordering
+from service.ratelimit import RateLimiter
 from service.redis_store import connect
+from service.snapshots import Snapshots
 from service.tokens import RedisTokenStore
 
 
@@ -29,6 +31,7 @@ class WorkerRuntime:
     events: EventLog
     ordering: Ordering
     deliveries: DeliveryCounter
+    snapshots: Snapshots
 
 
 def build_runtime(settings: WorkerSettings) -> WorkerRuntime:
@@ -43,10 +46,12 @@ def build_runtime(settings: WorkerSettings) -> WorkerRuntime:
             session=session,
             tokens=RedisTokenStore(client),
             breaker=CircuitBreaker(client, settings.breaker),
+            limiter=RateLimiter(client, settings.redis_url, windows=settings.rate_limits),
         ),
         events=EventLog(client),
         ordering=Ordering(client),
         deliveries=DeliveryCounter(client),
+        snapshots=Snapshots(client),
     )
 
 

@@ -23,6 +23,7 @@ from service.errors import CommerceLayerError, ErrorKind
 from service.logs import log_context
 from service.metrics import metrics
 from service.ordering import SourceBusy
+from service.ratelimit import RateLimited
 from service.retrying import GiveUp, next_step
 from service.sync import sync_payment_method as sync
 from tasks.celery_app import SYNC_TASK
@@ -71,10 +72,13 @@ sync_payment_method_task = shared_task(bind=True, name=SYNC_TASK, max_retries=No
 
 def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accepted_at: float) -> str:
     try:
-        result = sync(event, wallets=runtime.commercelayer, ordering=runtime.ordering)
+        result = sync(event, wallets=runtime.commercelayer, ordering=runtime.ordering, snapshots=runtime.snapshots)
     except SourceBusy:
         # Another task is writing this card right now. Waiting is not a failure: no attempt is counted.
         _retry_later(task, random.uniform(0.5, 2.0), reason="source_busy")
+    except RateLimited as limited:
+        # No budget left in Commerce Layer's rate limit: come back when it frees. Not a failure.
+        _retry_later(task, limited.retry_after + random.uniform(0, 0.5), reason="rate_limited")
     except BreakerOpen as open_breaker:
         # Commerce Layer is failing hard; the event waits for it without spending its retry budget.
         _retry_later(task, open_breaker.retry_after + random.uniform(0, 3.0), reason="breaker_open")
@@ -91,12 +95,13 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
         bug = CommerceLayerError(ErrorKind.PERMANENT, detail=f"internal error: {type(exc).__name__}")
         return _failed(task, event, runtime, bug, accepted_at=accepted_at)
 
-    runtime.events.record(
-        event.provider,
-        event.event_id,
-        result.outcome,
-        note={"sources": {source.source_id: source.outcome.value for source in result.sources}},
-    )
+    sources = {source.source_id: source.outcome.value for source in result.sources}
+    if result.written is not None and result.written_outcome is not None:
+        # A newer event of the same card was written in this one's stead (coalescing): its record says so.
+        note = {"sources": sources, "written_by_task_of": event.event_id}
+        runtime.events.record_outcome(result.written, result.written_outcome, note=note)
+        metrics().task_outcomes.labels(event.provider, "coalesced").inc()
+    runtime.events.record_outcome(event, result.outcome, note={"sources": sources})
     log.info("event synced", extra={"outcome": result.outcome.value, "sources": len(result.sources)})
     observed = metrics()
     observed.task_outcomes.labels(event.provider, result.outcome.value).inc()

@@ -13,7 +13,8 @@ from service.commercelayer import CustomerPaymentSource
 from service.domain import Card, Outcome, PaymentMethodEvent
 from service.errors import CommerceLayerError, ErrorKind
 from service.ordering import Ordering, SourceBusy
-from service.sync import SYNC_KEY, sync_payment_method
+from service.snapshots import Snapshots
+from service.sync import SYNC_KEY, SyncResult, sync_payment_method
 
 TOKEN = "pm_1Pgc75B7WZ01zgkWlHVgdEGJ"
 VISA = Card(brand="visa", last4="4242", exp_month=8, exp_year=2030, funding="credit", country="US")
@@ -26,7 +27,11 @@ class FakeWallets:
         self.sources = {source.id: source for source in sources}
         self.updates: list[tuple[str, dict[str, Any]]] = []
         self.lookups = 0
+        self.reserved = 0
         self.fail_next_update: CommerceLayerError | None = None
+
+    def reserve(self, calls: int) -> None:
+        self.reserved += calls
 
     def find_payment_sources(self, payment_source_token: str) -> list[CustomerPaymentSource]:
         self.lookups += 1
@@ -79,11 +84,25 @@ def ordering(redis_client: redis.Redis) -> Ordering:
     return Ordering(redis_client)
 
 
+@pytest.fixture(autouse=True)
+def snapshots(redis_client: redis.Redis) -> Snapshots:
+    global _snapshots
+    _snapshots = Snapshots(redis_client)
+    return _snapshots
+
+
+_snapshots: Snapshots
+
+
+def sync(event: PaymentMethodEvent, wallets: FakeWallets, ordering: Ordering) -> SyncResult:
+    snapshots = _snapshots
+    return sync_payment_method(
+        event, wallets=wallets, ordering=ordering, snapshots=snapshots, clock=lambda: "2026-11-28T00:00:00.000Z"
+    )
+
+
 def run(wallets: FakeWallets, ordering: Ordering, *events: PaymentMethodEvent) -> list[Outcome]:
-    return [
-        sync_payment_method(e, wallets=wallets, ordering=ordering, clock=lambda: "2026-11-28T00:00:00.000Z").outcome
-        for e in events
-    ]
+    return [sync(e, wallets, ordering).outcome for e in events]
 
 
 def test_an_event_is_written_into_our_metadata_key_keeping_every_other_key(ordering: Ordering) -> None:
@@ -220,7 +239,7 @@ def test_a_non_card_method_writes_no_card_key(ordering: Ordering) -> None:
 
 def test_every_matching_source_is_written(ordering: Ordering) -> None:
     wallets = FakeWallets(source("src_A"), source("src_B"), CustomerPaymentSource("src_C", "pm_other", None, {}))
-    result = sync_payment_method(event(), wallets=wallets, ordering=ordering)
+    result = sync(event(), wallets, ordering)
     assert result.outcome == Outcome.APPLIED
     assert sorted(s.source_id for s in result.sources) == ["src_A", "src_B"]
     assert sorted(source_id for source_id, _ in wallets.updates) == ["src_A", "src_B"]
@@ -255,3 +274,39 @@ def test_a_second_task_for_the_same_card_waits_for_the_first(ordering: Ordering)
     with ordering.lease("stripe", TOKEN), pytest.raises(SourceBusy):
         run(wallets, ordering, event())
     assert wallets.lookups == 0
+
+
+def test_a_burst_for_one_card_is_written_once_with_the_newest_state(ordering: Ordering, snapshots: Snapshots) -> None:
+    wallets = FakeWallets(source())
+    burst = [event(f"evt_{i:02d}", 1000 + i, card=Card(last4=f"{i:04d}")) for i in range(20)]
+    for queued in burst:  # what the web process does when it queues each of them
+        snapshots.offer(queued)
+    results = [sync(e, wallets, ordering) for e in burst]
+    assert wallets.lookups == 1
+    assert len(wallets.updates) == 1
+    assert wallets.sources["src_A"].metadata[SYNC_KEY]["event_id"] == "evt_19"
+    assert results[0].outcome == Outcome.STALE
+    assert results[0].written == burst[-1]
+    assert results[0].written_outcome == Outcome.APPLIED
+    assert [r.outcome for r in results[1:-1]] == [Outcome.STALE] * 18
+    assert results[-1].outcome == Outcome.DUPLICATE
+
+
+def test_a_duplicate_is_recognised_from_redis_without_calling_commerce_layer(ordering: Ordering) -> None:
+    wallets = FakeWallets(source())
+    run(wallets, ordering, event("evt_1", 1000))
+    lookups = wallets.lookups
+    assert run(wallets, ordering, event("evt_1", 1000)) == [Outcome.DUPLICATE]
+    assert wallets.lookups == lookups
+
+
+def test_budget_is_reserved_for_the_lookup_and_the_write_before_the_first_call(ordering: Ordering) -> None:
+    wallets = FakeWallets(source())
+    run(wallets, ordering, event())
+    assert wallets.reserved == 2
+
+
+def test_a_new_event_after_a_cached_lookup_is_still_written(ordering: Ordering) -> None:
+    wallets = FakeWallets(source())
+    run(wallets, ordering, event("evt_1", 1000), event("evt_2", 2000, card=Card(last4="7777")))
+    assert [attributes["metadata"][SYNC_KEY]["event_id"] for _, attributes in wallets.updates] == ["evt_1", "evt_2"]

@@ -87,9 +87,9 @@ def post(web_url: str, event: dict[str, Any], secret: str) -> tuple[int, str]:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, response.read().decode()
+            return response.status, response.read().decode().strip()
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+        return error.code, error.read().decode().strip()
 
 
 if __name__ == "__main__":

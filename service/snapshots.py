@@ -43,7 +43,13 @@ class Snapshots:
             json.dumps(event.to_message(), sort_keys=True),
             SNAPSHOT_TTL_SECONDS,
         ]
-        self._offer(keys=[snapshot_key(event.provider, event.payment_source_token)], args=args, client=pipeline)
+        key = snapshot_key(event.provider, event.payment_source_token)
+        if pipeline is not None:
+            # EVAL, not the registered script: in a pipeline redis-py first checks that a script exists, which
+            # would cost the webhook one more round trip.
+            pipeline.eval(_OFFER, 1, key, *args)
+        else:
+            self._offer(keys=[key], args=args)
 
     def newest(self, event: PaymentMethodEvent) -> PaymentMethodEvent:
         """The newest known event about `event`'s payment method (`event` itself when none is newer)."""

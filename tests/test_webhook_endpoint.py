@@ -243,3 +243,30 @@ def test_the_ip_allow_list_refuses_other_addresses(redis_url: str, redis_client:
         ).status_code
         == 200
     )
+
+
+def test_accepting_an_event_costs_three_redis_round_trips(client: FlaskClient, redis_url: str) -> None:
+    """Claim, publish (kombu's LPUSH), confirm + status + snapshot in one MULTI: nothing else on the hot path."""
+    import subprocess
+
+    post(client, stripe_event("payment_method.updated", id="evt_warmup"))  # connections and scripts warmed up
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    monitor = subprocess.Popen(["redis-cli", "-p", port, "monitor"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        assert post(client, stripe_event("payment_method.updated", id="evt_counted")).status_code == 200
+        time.sleep(0.3)
+    finally:
+        monitor.terminate()
+    lines = monitor.communicate(timeout=10)[0].splitlines()[1:]  # the first line is redis-cli's OK
+    commands = [line.split('"')[1].upper() for line in lines if '"' in line]
+    in_transaction, round_trips = False, 0
+    for command in commands:
+        if command == "MULTI":
+            in_transaction, round_trips = True, round_trips + 1
+        elif command == "EXEC":
+            in_transaction = False
+        elif not in_transaction:
+            round_trips += 1
+    assert commands[:2] == ["SET", "LPUSH"]
+    assert round_trips == 3, commands

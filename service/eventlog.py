@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from service.domain import Outcome, PaymentMethodEvent
+from service.domain import FINAL_OUTCOMES, Outcome, PaymentMethodEvent
 
 RETENTION_SECONDS = 35 * 24 * 3600
 HISTORY_LIMIT = 200
@@ -81,14 +81,23 @@ class EventLog:
         if pipeline is None:
             pipe.execute()
 
-    def record_outcome(self, event: PaymentMethodEvent, outcome: Outcome, *, note: Mapping[str, Any]) -> None:
-        """The final outcome of a sync. A later duplicate delivery does not hide that the event was applied."""
+    def record_outcome(self, event: PaymentMethodEvent, outcome: Outcome, *, note: Mapping[str, Any]) -> Outcome:
+        """Record the final outcome of a sync and return it as recorded.
+
+        "Already applied" means two different things: a second delivery of an event that was recorded as applied
+        keeps that record (history notes the duplicate); an event never recorded final was applied by an earlier
+        delivery of its own whose end was lost (its worker killed mid-PATCH, say), so it is recorded as applied."""
         if outcome is Outcome.DUPLICATE:
             current = self._redis.hget(event_key(event.provider, event.event_id), "status")
-            if current in (Outcome.APPLIED.value.encode(), Outcome.UNCHANGED.value.encode()):
+            status = current.decode() if isinstance(current, bytes) else None
+            if status in (Outcome.APPLIED.value, Outcome.UNCHANGED.value):
                 self._append_history(event.provider, event.event_id, {"status": outcome.value, **note})
-                return
+                return Outcome(status)
+            if status not in FINAL_OUTCOMES:
+                outcome = Outcome.APPLIED
+                note = {**note, "applied_by": "an earlier delivery of this event"}
         self.record(event.provider, event.event_id, outcome, fields=event_fields(event), note=note)
+        return outcome
 
     def _append_history(self, provider: str, event_id: str, entry: Mapping[str, Any]) -> None:
         key = event_key(provider, event_id) + ":history"

@@ -26,6 +26,10 @@ def celery_settings(broker: BrokerSettings) -> dict[str, Any]:
         "broker_url": broker.redis_url,
         "broker_transport_options": {
             "visibility_timeout": broker.visibility_timeout,
+            # Look for abandoned (unacknowledged, timed out) messages every few seconds rather than kombu's default
+            # of every 100 s, so that a task whose worker was killed is delivered again soon after the timeout.
+            "unacked_restore_interval": max(1, min(10, broker.visibility_timeout // 10)),
+            "unacked_restore_throttle": 1,
             # Without these kombu passes no timeouts to redis-py and a black-holed Redis hangs the caller.
             # socket_timeout must exceed the BRPOP timeout (1 s) the consumer uses.
             "socket_timeout": 5,

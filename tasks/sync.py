@@ -101,13 +101,13 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
         note = {"sources": sources, "written_by_task_of": event.event_id}
         runtime.events.record_outcome(result.written, result.written_outcome, note=note)
         metrics().task_outcomes.labels(event.provider, "coalesced").inc()
-    runtime.events.record_outcome(event, result.outcome, note={"sources": sources})
-    log.info("event synced", extra={"outcome": result.outcome.value, "sources": len(result.sources)})
+    outcome = runtime.events.record_outcome(event, result.outcome, note={"sources": sources})
+    log.info("event synced", extra={"outcome": outcome.value, "sources": len(result.sources)})
     observed = metrics()
     observed.task_outcomes.labels(event.provider, result.outcome.value).inc()
     if result.outcome is Outcome.APPLIED:
         observed.sync_lag_seconds.labels(event.provider).observe(max(time.time() - event.event_created, 0))
-    return result.outcome.value
+    return outcome.value
 
 
 def _failed(

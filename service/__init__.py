@@ -54,9 +54,11 @@ def create_app(
         publish=publish,
     )
 
+    from service.cli import register_cli
     from service.webhooks import blueprint
 
     app.register_blueprint(blueprint)
+    register_cli(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     install_request_id(app)

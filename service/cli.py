@@ -330,7 +330,8 @@ def show_event(event_id: str, provider: str, as_json: bool) -> None:
         return
     click.echo(f"{provider}:{event_id}")
     ordered = [name for name in _RECORD_ORDER if name in record]
-    ordered += sorted(name for name in record if name not in _RECORD_ORDER)
+    ordered += sorted(name for name in record if name not in _RECORD_ORDER and name != "event")
+    ordered += ["event"] if "event" in record else []  # the stored payload, long: last
     width = max((len(name) for name in ordered), default=0)
     for name in ordered:
         click.echo(f"  {name.ljust(width)}  {record[name]}")

@@ -63,15 +63,22 @@ class EventLog:
         fields: Mapping[str, str | int] | None = None,
         note: Mapping[str, Any] | None = None,
         pipeline: redis.client.Pipeline | None = None,
+        first_status: bool = False,
     ) -> None:
-        """Set the status (and any extra fields) and append one history entry, atomically."""
+        """Set the status (and any extra fields) and append one history entry, atomically.
+
+        `first_status`: set the status only if the record has none yet. The web process records `queued` after
+        publishing, and a fast worker may already have recorded the final outcome by then."""
         key = event_key(provider, event_id)
         stamp = now_iso()
-        mapping: dict[str, Any] = {"provider": provider, "event_id": event_id, "status": status.value}
-        mapping["updated_at"] = stamp
+        mapping: dict[str, Any] = {"provider": provider, "event_id": event_id, "updated_at": stamp}
         mapping.update(fields or {})
         entry = {"at": stamp, "status": status.value, **(note or {})}
         pipe = pipeline if pipeline is not None else self._redis.pipeline(transaction=True)
+        if first_status:
+            pipe.hsetnx(key, "status", status.value)
+        else:
+            mapping["status"] = status.value
         pipe.hset(key, mapping=cast(Any, mapping))  # redis-py types the mapping invariantly
         pipe.hsetnx(key, "received_at", stamp)
         pipe.expire(key, RETENTION_SECONDS)

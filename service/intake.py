@@ -97,9 +97,10 @@ class Intake:
                 provider,
                 delivery.event_id,
                 Outcome.QUEUED,
-                fields={**event_fields(delivery.event), "task_id": task_id, "attempts": 0},
+                fields={**event_fields(delivery.event), "task_id": task_id},
                 note={"task_id": task_id},
                 pipeline=pipe,
+                first_status=True,
             )
             # The newest state of this card, so that a burst of its events is written once (service.snapshots).
             self._snapshots.offer(delivery.event, pipeline=pipe)

@@ -270,3 +270,19 @@ def test_accepting_an_event_costs_three_redis_round_trips(client: FlaskClient, r
             round_trips += 1
     assert commands[:2] == ["SET", "LPUSH"]
     assert round_trips == 3, commands
+
+
+def test_a_worker_faster_than_the_confirmation_keeps_its_final_status(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The worker may record the outcome before the web process records `queued`: the outcome must stay."""
+
+    def publish_and_finish_at_once(message: dict[str, Any], accepted_at: float) -> str:
+        key = f"walletsync:event:stripe:{message['event_id']}"
+        redis_client.hset(key, mapping={"status": "applied"})
+        return "task-1"
+
+    client = create_app(settings(redis_url), publish=publish_and_finish_at_once, configure_logs=False).test_client()
+    event = stripe_event("payment_method.updated", id="evt_racer")
+    assert post(client, event).get_json()["status"] == "queued"
+    assert redis_client.hget("walletsync:event:stripe:evt_racer", "status") == b"applied"

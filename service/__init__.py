@@ -6,6 +6,7 @@ Celery queue in Redis. Operator commands hang off the same app: `flask --app ser
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service.config import BrokerSettings, WebSettings
+from service.config import BrokerSettings, ConfigError, WebSettings
 from service.intake import Intake, Publish
 from service.logs import configure_logging
 from service.providers import ProviderAdapter, build_adapters
@@ -38,8 +39,18 @@ def create_app(
     publish: Publish | None = None,
     configure_logs: bool = True,
 ) -> Flask:
-    """Build the app. `settings` default to the environment; `publish` defaults to the Celery queue."""
-    settings = settings if settings is not None else WebSettings.from_environ()
+    """Build the app. `settings` default to the environment; `publish` defaults to the Celery queue.
+
+    Read from the environment, a bad setting stops the process with one line naming the variable (exit code 4,
+    which also makes a gunicorn master stop instead of respawning workers); this serves `service.wsgi` and the
+    operator commands (`flask --app service ...`) alike."""
+    if settings is None:
+        try:
+            settings = WebSettings.from_environ()
+        except ConfigError as error:
+            sys.stderr.write(f"walletsync web: {error}\n")
+            sys.stderr.flush()
+            raise SystemExit(4) from None
     if configure_logs:
         configure_logging(settings.log_level, process="web")
     app = Flask(__name__)

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.intake import Intake, QueueUnavailable
 from service.logs import log_context
@@ -55,6 +56,10 @@ def _receive(provider: str, adapter: ProviderAdapter, runtime: Any) -> tuple[str
         return "forbidden", "", (jsonify(error="forbidden", detail="source address not allowed"), 403)
 
     body = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    # werkzeug cuts a streamed (chunked) body at the limit without a word: one byte more means it was too large.
+    if limit is not None and request.content_length is None and len(body) >= limit and request.stream.read(1):
+        raise RequestEntityTooLarge()
     try:
         adapter.verify(body, request.headers)  # type: ignore[arg-type]
         delivery = adapter.parse(body)

@@ -77,7 +77,8 @@ def json_response(
     content_type: str = JSON_API,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # ASCII escapes: any stored string, even a lone surrogate, can be sent back.
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
     return Response(status=status, body=body, content_type=content_type, headers=dict(headers or {}))
 
 

@@ -33,10 +33,12 @@ HANDLED_TYPES = frozenset(
 # How far ahead of our clock a signature timestamp may be (clock skew between Stripe and us).
 FUTURE_SKEW_SECONDS = 60
 MAX_ID_LENGTH = 255
-_EVENT_ID = re.compile(r"^evt_[A-Za-z0-9_]+$")
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.]+")
 # pm_… (PaymentMethods), and the legacy card_… / src_… objects, which Commerce Layer stores the same way.
-_PAYMENT_METHOD_ID = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]+$")
-_LAST4 = re.compile(r"^[0-9]{4}$")
+_PAYMENT_METHOD_ID = re.compile(r"(pm|card|src)_[A-Za-z0-9_]+")
+_CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9_]+")
+_LAST4 = re.compile(r"[0-9]{4}")
 
 
 class StripeAdapter:
@@ -89,9 +91,9 @@ class StripeAdapter:
         if not isinstance(envelope, dict) or envelope.get("object") not in ("event", "v2.core.event"):
             raise InvalidWebhook("body is not a Stripe event")
         event_id, event_type = envelope.get("id"), envelope.get("type")
-        if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH or not _EVENT_ID.match(event_id):
+        if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH or not _EVENT_ID.fullmatch(event_id):
             raise InvalidWebhook("event id is missing or malformed")
-        if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_ID_LENGTH:
+        if not isinstance(event_type, str) or len(event_type) > MAX_ID_LENGTH or not _EVENT_TYPE.fullmatch(event_type):
             raise InvalidWebhook("event type is missing or malformed")
         if envelope["object"] != "event" or event_type not in HANDLED_TYPES:
             # Thin (v2) events and other types are genuine but not ours: acknowledged as ignored.
@@ -108,7 +110,7 @@ def _payment_method_event(envelope: dict[str, Any]) -> PaymentMethodEvent:
     if not isinstance(payment_method, dict):
         raise InvalidWebhook("event has no data.object")
     token = payment_method.get("id")
-    if not isinstance(token, str) or len(token) > MAX_ID_LENGTH or not _PAYMENT_METHOD_ID.match(token):
+    if not isinstance(token, str) or len(token) > MAX_ID_LENGTH or not _PAYMENT_METHOD_ID.fullmatch(token):
         raise InvalidWebhook("data.object.id is not a payment method id")
     detached = envelope["type"] == "payment_method.detached"
     customer = payment_method.get("customer")
@@ -118,7 +120,7 @@ def _payment_method_event(envelope: dict[str, Any]) -> PaymentMethodEvent:
         event_type=envelope["type"],
         event_created=created,
         payment_source_token=token,
-        customer_token=customer if isinstance(customer, str) and customer and not detached else None,
+        customer_token=customer if _is_customer_id(customer) and not detached else None,
         status="detached" if detached else "active",
         card=_card(payment_method),
     )
@@ -134,7 +136,7 @@ def _card(payment_method: Mapping[str, Any]) -> Card | None:
 
     def text(name: str, limit: int = 32) -> str | None:
         value = card.get(name)
-        return value if isinstance(value, str) and value and len(value) <= limit else None
+        return value if isinstance(value, str) and value and len(value) <= limit and value.isprintable() else None
 
     def number(name: str, low: int, high: int) -> int | None:
         value = card.get(name)
@@ -144,7 +146,7 @@ def _card(payment_method: Mapping[str, Any]) -> Card | None:
     last4 = text("last4")
     return Card(
         brand=text("brand"),
-        last4=last4 if last4 and _LAST4.match(last4) else None,
+        last4=last4 if last4 and _LAST4.fullmatch(last4) else None,
         exp_month=number("exp_month", 1, 12),
         exp_year=number("exp_year", 1900, 9999),
         funding=text("funding"),
@@ -152,10 +154,15 @@ def _card(payment_method: Mapping[str, Any]) -> Card | None:
     )
 
 
+def _is_customer_id(value: Any) -> bool:
+    # Only a well-formed Stripe customer id is ever written as customer_token.
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and _CUSTOMER_ID.fullmatch(value) is not None
+
+
 def _signature_timestamp(header: str) -> int | None:
     for item in header.split(","):
         key, _, value = item.partition("=")
-        if key.strip() == "t":
+        if key == "t":  # exactly the item verify_header used: the library strips nothing
             try:
                 return int(value)
             except ValueError:

@@ -11,6 +11,8 @@ help:
 	@echo "make run    - web + worker (+ Commerce Layer simulator when COMMERCELAYER_BASE_URL is unset) on local Redis"
 	@echo "make demo   - send signed sample Stripe events to 'make run' and show the wallet entries"
 	@echo "make test   - lint, type-check and the whole test suite (what CI runs)"
+	@echo "make chaos  - the full chaos suite (real processes under faults); prints the guarantees table"
+	@echo "make bench  - benchmarks; writes docs/performance.md and docs/performance.png"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +26,8 @@ redis-server:
 	@bash scripts/ensure-redis-server.sh
 
 lint: venv
-	$(BIN)/ruff check $(CODE) tests scripts gunicorn.conf.py
-	$(BIN)/ruff format --check $(CODE) tests scripts gunicorn.conf.py
+	$(BIN)/ruff check $(CODE) tests scripts bench gunicorn.conf.py
+	$(BIN)/ruff format --check $(CODE) tests scripts bench gunicorn.conf.py
 	$(BIN)/mypy service tasks simulator
 
 test: venv redis-server lint
@@ -36,6 +38,13 @@ run: venv redis-server
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+chaos: venv redis-server
+	$(BIN)/python -m tests.chaos
+
+bench: venv redis-server
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .run

@@ -78,7 +78,7 @@ class CommerceLayerClient:
         self._tokens = tokens
         self._breaker = breaker
         self._limiter = limiter
-        self._credit: tuple[int, float] = (0, 0.0)  # calls already paid for, and when
+        self._credit: tuple[list[str], float] = ([], 0.0)  # ids of calls already paid for, and when
         # Tokens are cached per credential set and endpoint, never under the secret itself.
         fingerprint = f"{settings.auth_url}|{settings.client_id}|{settings.scope or ''}"
         self._token_key = hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
@@ -90,8 +90,8 @@ class CommerceLayerClient:
         """Take rate-limit budget for the next `calls` calls at once (raises `RateLimited` when there is none),
         so that a sync does not get its lookup through and then wait for budget to write."""
         if self._limiter is not None:
-            self._limiter.acquire(access_token=self._access_token(renew=False), calls=calls)
-            self._credit = (calls, time.monotonic())
+            ids = self._limiter.acquire(access_token=self._access_token(renew=False), calls=calls)
+            self._credit = (ids, time.monotonic())
 
     def find_payment_sources(self, payment_source_token: str) -> list[CustomerPaymentSource]:
         """Every wallet entry whose `payment_source_token` equals the given one, across all pages."""
@@ -150,7 +150,8 @@ class CommerceLayerClient:
     ) -> requests.Response:
         if self._breaker is not None:
             self._breaker.before_call()  # raises BreakerOpen while Commerce Layer is failing hard
-        self._spend_budget(headers["Authorization"].removeprefix("Bearer "))
+        access_token = headers["Authorization"].removeprefix("Bearer ")
+        call_id = self._spend_budget(access_token)
         self.calls += 1
         try:
             response = self._session.request(
@@ -163,23 +164,32 @@ class CommerceLayerClient:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
+            self._settle(call_id, access_token)
             self._record(ok=False)
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             _count(method, path, kind)
             raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}") from None
+        self._settle(call_id, access_token)
         self._record(ok=response.status_code < 500)
         _count(method, path, str(response.status_code))
         if response.status_code == 429 and self._limiter is not None:
             self._limiter.observe_429(response.headers)
         return response
 
-    def _spend_budget(self, access_token: str) -> None:
+    def _spend_budget(self, access_token: str) -> str | None:
+        """The id of the budget this call uses (None without a limiter)."""
         credit, since = self._credit
         # Reserved budget is used only shortly after it was taken: older credit may belong to a past window.
-        if credit > 0 and time.monotonic() - since < CREDIT_SECONDS:
-            self._credit = (credit - 1, since)
-        elif self._limiter is not None:
-            self._limiter.acquire(access_token=access_token)
+        if credit and time.monotonic() - since < CREDIT_SECONDS:
+            self._credit = (credit[1:], since)
+            return credit[0]
+        if self._limiter is None:
+            return None
+        return self._limiter.acquire(access_token=access_token)[0]
+
+    def _settle(self, call_id: str | None, access_token: str) -> None:
+        if call_id is not None and self._limiter is not None:
+            self._limiter.settle(call_id, access_token=access_token)
 
     def _record(self, *, ok: bool) -> None:
         if self._breaker is not None:

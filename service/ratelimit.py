@@ -1,6 +1,10 @@
 """Commerce Layer's rate limits, enforced on our side and shared by every worker process on every host.
 
-The budget is counted in Redis by the `limits` library with moving (sliding) windows, like Commerce Layer's own.
+The budget is counted in Redis with sliding windows, like Commerce Layer's own: one sorted set of calls per
+window, scored by Redis's clock. A call is counted from when its budget is taken and, once its answer has come
+back, from the time of that answer (`settle`): Commerce Layer counted it at some moment in between, so our window
+always ends after Commerce Layer's and a reservation taken ahead of time (the lookup and the writes of a sync) or
+a slow request can never make us send a call that Commerce Layer's window still refuses.
 A call that finds no budget raises `RateLimited` with the time until budget frees; the task is rescheduled for
 then (a Celery countdown), never sleeping in a worker slot. Every window applies to every call (a conservative
 reading of "per endpoint" and "per class" limits: it can only err on the side of fewer calls).
@@ -15,24 +19,57 @@ import base64
 import json
 import logging
 import re
-import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
 
 log = logging.getLogger(__name__)
 
 # Published limits for the uncacheable class (customer payment sources): per 10 s per endpoint, per minute overall.
 LIVE_WINDOWS = "50/10s,200/60s"
 TEST_WINDOWS = "25/10s,100/60s"
-_NAMESPACE = "walletsync-commercelayer"
+_WINDOW_KEY = "walletsync:ratelimit:window:"  # + seconds: a sorted set of calls, scored by time
 _PAUSE_KEY = "walletsync:ratelimit:pause"
 _OVERRIDE_KEY = "walletsync:ratelimit:override:"
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*s\s*$")
+
+
+# KEYS: one sorted set per window. ARGV: calls, id prefix, then limit and seconds of each window.
+# Takes `calls` entries in every window, or none and answers the seconds until enough of them free.
+_ACQUIRE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local calls = tonumber(ARGV[1])
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit, seconds = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - seconds)
+  local used = redis.call('ZCARD', key)
+  if used + calls > limit then
+    local freeing = math.min(used + calls - limit, used) - 1
+    local entry = redis.call('ZRANGE', key, freeing, freeing, 'WITHSCORES')
+    wait = math.max(wait, (entry[2] and tonumber(entry[2]) or now) + seconds - now)
+  end
+end
+if wait > 0 then return tostring(math.max(wait, 0.01)) end
+for i, key in ipairs(KEYS) do
+  for n = 1, calls do redis.call('ZADD', key, now, ARGV[2] .. ':' .. n) end
+  redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[2 + 2 * i]) * 1000) + 60000)
+end
+return '0'
+"""
+
+# KEYS: the windows' sorted sets. ARGV: the call's id. The call is counted from now (its answer) on.
+_SETTLE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+for _, key in ipairs(KEYS) do
+  if redis.call('ZSCORE', key, ARGV[1]) then redis.call('ZADD', key, now, ARGV[1]) end
+end
+return 0
+"""
 
 
 class RateLimited(Exception):
@@ -75,21 +112,31 @@ def token_is_test(access_token: str) -> bool | None:
 
 
 class RateLimiter:
-    def __init__(self, client: redis.Redis, storage_url: str, *, windows: tuple[Window, ...] | None) -> None:
+    def __init__(self, client: redis.Redis, *, windows: tuple[Window, ...] | None) -> None:
         """`windows` None: pick the live or test defaults from each call's access token."""
         self._redis = client
-        self._limiter = MovingWindowRateLimiter(RedisStorage(storage_url))
         self._windows = windows
+        self._acquire = client.register_script(_ACQUIRE)
+        self._settle = client.register_script(_SETTLE)
 
-    def acquire(self, *, access_token: str, calls: int = 1) -> None:
-        """Take budget for `calls` calls, or raise `RateLimited`."""
+    def acquire(self, *, access_token: str, calls: int = 1) -> list[str]:
+        """Take budget for `calls` calls, or raise `RateLimited`. Returns one id per call, for `settle`."""
         paused = self._redis.pttl(_PAUSE_KEY)
         if paused > 0:
             raise RateLimited(paused / 1000)
-        for item in self._items(access_token):
-            if not self._limiter.hit(item, _NAMESPACE, cost=calls):
-                reset_at, _ = self._limiter.get_window_stats(item, _NAMESPACE)
-                raise RateLimited(max(reset_at - time.time(), 0.05))
+        windows = self._effective_windows(access_token)
+        prefix = uuid.uuid4().hex
+        args: list[str | int] = [calls, prefix]
+        for window in windows:
+            args += [window.limit, window.seconds]
+        wait = float(self._acquire(keys=[f"{_WINDOW_KEY}{w.seconds}" for w in windows], args=args))
+        if wait > 0:
+            raise RateLimited(wait)
+        return [f"{prefix}:{n}" for n in range(1, calls + 1)]
+
+    def settle(self, call_id: str, *, access_token: str) -> None:
+        """The call's answer has come: count it from now on (Commerce Layer counted it before now)."""
+        self._settle(keys=[f"{_WINDOW_KEY}{w.seconds}" for w in self._base_windows(access_token)], args=[call_id])
 
     def observe_429(self, headers: Mapping[str, str]) -> None:
         """Commerce Layer refused a call: pause everyone for its interval and adopt a stricter limit."""
@@ -100,16 +147,18 @@ class RateLimiter:
             self._redis.set(f"{_OVERRIDE_KEY}{int(interval)}", int(limit), ex=3600)
         log.warning("commerce layer answered 429; pausing", extra={"interval": interval, "limit": limit})
 
-    def _items(self, access_token: str) -> list[RateLimitItem]:
-        windows = self._windows
-        if windows is None:
-            windows = parse_windows(TEST_WINDOWS if token_is_test(access_token) is not False else LIVE_WINDOWS)
+    def _base_windows(self, access_token: str) -> tuple[Window, ...]:
+        if self._windows is not None:
+            return self._windows
+        return parse_windows(TEST_WINDOWS if token_is_test(access_token) is not False else LIVE_WINDOWS)
+
+    def _effective_windows(self, access_token: str) -> list[Window]:
+        windows = self._base_windows(access_token)
         overrides = self._redis.mget([f"{_OVERRIDE_KEY}{w.seconds}" for w in windows])
-        items: list[RateLimitItem] = []
-        for window, override in zip(windows, overrides, strict=True):
-            limit = min(window.limit, int(override)) if override else window.limit
-            items.append(RateLimitItemPerSecond(limit, window.seconds))
-        return items
+        return [
+            Window(min(window.limit, int(override)) if override else window.limit, window.seconds)
+            for window, override in zip(windows, overrides, strict=True)
+        ]
 
 
 def _number(value: str | None) -> float | None:

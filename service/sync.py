@@ -23,7 +23,7 @@ from service.domain import Outcome, PaymentMethodEvent, ordering_key
 from service.errors import CommerceLayerError, ErrorKind
 from service.eventlog import now_iso
 from service.ordering import Ordering, OrderKey
-from service.snapshots import Snapshots
+from service.snapshots import Settling, Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,14 @@ def sync_payment_method(
     clock: Callable[[], str] = now_iso,
 ) -> SyncResult:
     """Bring every matching payment source up to the newest known event; raises `CommerceLayerError`,
-    `SourceBusy`, or the rate limiter's / breaker's refusals."""
+    `SourceBusy`, `Settling`, or the rate limiter's / breaker's refusals."""
     snapshots.offer(event)
     settled = _settled_from_redis(event, ordering=ordering, snapshots=snapshots)
     if settled is not None:
         return settled
+    wait = snapshots.quiet_wait(event)
+    if wait > 0:
+        raise Settling(wait)  # more events of this card are arriving: write the newest once they stop
     with ordering.lease(event.provider, event.payment_source_token):
         target = snapshots.newest(event)  # read under the lease: the newest state at the time of writing
         known = ordering.known_sources(event.provider, event.payment_source_token)

@@ -19,7 +19,7 @@ from service.eventlog import DeliveryCounter, EventLog
 from service.ordering import Ordering
 from service.ratelimit import RateLimiter
 from service.redis_store import connect
-from service.snapshots import Snapshots
+from service.snapshots import BURST_QUIET_SECONDS, Snapshots
 from service.tokens import RedisTokenStore
 
 
@@ -46,12 +46,12 @@ def build_runtime(settings: WorkerSettings) -> WorkerRuntime:
             session=session,
             tokens=RedisTokenStore(client),
             breaker=CircuitBreaker(client, settings.breaker),
-            limiter=RateLimiter(client, settings.redis_url, windows=settings.rate_limits),
+            limiter=RateLimiter(client, windows=settings.rate_limits),
         ),
         events=EventLog(client),
         ordering=Ordering(client),
         deliveries=DeliveryCounter(client),
-        snapshots=Snapshots(client),
+        snapshots=Snapshots(client, burst_quiet=BURST_QUIET_SECONDS),
     )
 
 

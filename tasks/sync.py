@@ -25,6 +25,7 @@ from service.metrics import metrics
 from service.ordering import SourceBusy
 from service.ratelimit import RateLimited
 from service.retrying import GiveUp, next_step
+from service.snapshots import Settling
 from service.sync import sync_payment_method as sync
 from tasks.celery_app import SYNC_TASK
 from tasks.runtime import WorkerRuntime, current_runtime
@@ -76,6 +77,9 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
     except SourceBusy:
         # Another task is writing this card right now. Waiting is not a failure: no attempt is counted.
         _retry_later(task, random.uniform(0.5, 2.0), reason="source_busy")
+    except Settling as settling:
+        # The card's events are arriving in a burst: write the newest once they stop. Not a failure.
+        _retry_later(task, settling.retry_after + random.uniform(0.05, 0.25), reason="settling")
     except RateLimited as limited:
         # No budget left in Commerce Layer's rate limit: come back when it frees. Not a failure.
         _retry_later(task, limited.retry_after + random.uniform(0, 0.5), reason="rate_limited")

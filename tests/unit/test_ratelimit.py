@@ -1,4 +1,4 @@
-"""The Commerce Layer rate limiter: windows, live/test defaults, 429 adaptation, one budget across processes."""
+"""The Commerce Layer rate limiter: windows, live/test defaults, settling, 429s, one budget across processes."""
 
 from __future__ import annotations
 
@@ -53,22 +53,22 @@ def take(limiter: RateLimiter, token: str, attempts: int) -> int:
 
 
 def test_configured_windows_cap_the_calls(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=(Window(5, 60), Window(100, 60)))
+    limiter = RateLimiter(redis_client, windows=(Window(5, 60), Window(100, 60)))
     assert take(limiter, LIVE, 20) == 5
 
 
 def test_without_configuration_test_tokens_get_the_test_limits(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=None)
+    limiter = RateLimiter(redis_client, windows=None)
     assert take(limiter, TEST, 40) == 25
 
 
 def test_without_configuration_live_tokens_get_the_live_limits(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=None)
+    limiter = RateLimiter(redis_client, windows=None)
     assert take(limiter, LIVE, 80) == 50
 
 
 def test_no_budget_says_when_it_frees(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=(Window(1, 10),))
+    limiter = RateLimiter(redis_client, windows=(Window(1, 10),))
     limiter.acquire(access_token=LIVE)
     with pytest.raises(RateLimited) as raised:
         limiter.acquire(access_token=LIVE)
@@ -76,7 +76,7 @@ def test_no_budget_says_when_it_frees(redis_client: redis.Redis, redis_url: str)
 
 
 def test_a_reservation_takes_several_calls_at_once(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=(Window(5, 60),))
+    limiter = RateLimiter(redis_client, windows=(Window(5, 60),))
     limiter.acquire(access_token=LIVE, calls=4)
     with pytest.raises(RateLimited):
         limiter.acquire(access_token=LIVE, calls=2)
@@ -84,9 +84,9 @@ def test_a_reservation_takes_several_calls_at_once(redis_client: redis.Redis, re
 
 
 def test_a_429_pauses_every_process_and_adopts_a_stricter_limit(redis_client: redis.Redis, redis_url: str) -> None:
-    limiter = RateLimiter(redis_client, redis_url, windows=(Window(50, 10),))
+    limiter = RateLimiter(redis_client, windows=(Window(50, 10),))
     limiter.observe_429({"X-Ratelimit-Limit": "3", "X-Ratelimit-Interval": "10", "X-Ratelimit-Remaining": "0"})
-    other_process = RateLimiter(redis.Redis.from_url(redis_url), redis_url, windows=(Window(50, 10),))
+    other_process = RateLimiter(redis.Redis.from_url(redis_url), windows=(Window(50, 10),))
     with pytest.raises(RateLimited) as raised:
         other_process.acquire(access_token=LIVE)
     assert 9 < raised.value.retry_after <= 10
@@ -99,7 +99,7 @@ def test_two_processes_share_one_limit(redis_url: str) -> None:
         f"""
         import redis, sys
         from service.ratelimit import RateLimited, RateLimiter, Window
-        limiter = RateLimiter(redis.Redis.from_url({redis_url!r}), {redis_url!r}, windows=(Window(30, 60),))
+        limiter = RateLimiter(redis.Redis.from_url({redis_url!r}), windows=(Window(30, 60),))
         granted = 0
         for _ in range(40):
             try:
@@ -115,3 +115,18 @@ def test_two_processes_share_one_limit(redis_url: str) -> None:
     ]
     granted = [int(process.communicate(timeout=60)[0]) for process in processes]
     assert sum(granted) == 30  # separate budgets would have granted 60
+
+
+def test_a_call_counts_from_its_answer_so_our_window_never_ends_before_commerce_layers(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    import time
+
+    limiter = RateLimiter(redis_client, windows=(Window(1, 1),))
+    [call] = limiter.acquire(access_token=LIVE)
+    time.sleep(0.6)  # a slow answer: Commerce Layer may have counted the call at any moment until now
+    limiter.settle(call, access_token=LIVE)
+    time.sleep(0.6)  # 1.2 s after taking the budget, but only 0.6 s after the answer
+    with pytest.raises(RateLimited) as raised:
+        limiter.acquire(access_token=LIVE)
+    assert 0.2 < raised.value.retry_after <= 0.5

@@ -310,3 +310,20 @@ def test_a_new_event_after_a_cached_lookup_is_still_written(ordering: Ordering) 
     wallets = FakeWallets(source())
     run(wallets, ordering, event("evt_1", 1000), event("evt_2", 2000, card=Card(last4="7777")))
     assert [attributes["metadata"][SYNC_KEY]["event_id"] for _, attributes in wallets.updates] == ["evt_1", "evt_2"]
+
+
+def test_a_card_still_receiving_a_burst_is_written_once_it_is_quiet(
+    redis_client: redis.Redis, ordering: Ordering
+) -> None:
+    from service.snapshots import Settling
+
+    settling = Snapshots(redis_client, burst_quiet=1.0)
+    wallets = FakeWallets(source())
+    first, second = event("evt_b1", 1000), event("evt_b2", 1001, card=Card(last4="1111"))
+    settling.offer(first)
+    sync_payment_method(first, wallets=wallets, ordering=ordering, snapshots=settling)  # a single event: at once
+    settling.offer(second)  # arrives right after: a burst
+    with pytest.raises(Settling) as raised:
+        sync_payment_method(second, wallets=wallets, ordering=ordering, snapshots=settling)
+    assert 0 < raised.value.retry_after <= 1.0
+    assert len(wallets.updates) == 1

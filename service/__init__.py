@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from flask import Flask, jsonify
@@ -56,7 +55,10 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.redis_url)
-    publish = publish if publish is not None else _celery_publisher(settings.redis_url)
+    if publish is None:
+        from tasks.celery_app import celery_publisher
+
+        publish = celery_publisher(BrokerSettings(redis_url=settings.redis_url))
     app.extensions["walletsync"] = WebRuntime(
         settings=settings,
         redis=client,
@@ -78,27 +80,6 @@ def create_app(
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     return app
-
-
-def _celery_publisher(redis_url: str) -> Publish:
-    from tasks.celery_app import SYNC_TASK, create_celery
-
-    celery = create_celery(BrokerSettings(redis_url=redis_url))
-
-    def publish(message: dict[str, Any], accepted_at: float) -> str:
-        result = celery.send_task(
-            SYNC_TASK,
-            args=[message],
-            kwargs={"accepted_at": accepted_at},
-            retry=True,
-            # Else Celery builds a repr of the whole message for its headers on every publish: ~10 % of the
-            # webhook's CPU, and card facts in every monitoring view.
-            argsrepr=f"[<{message.get('provider')} event {message.get('event_id')}>]",
-            kwargsrepr="{}",
-        )
-        return str(result.id)
-
-    return publish
 
 
 def _http_error(error: HTTPException) -> ResponseReturnValue:

@@ -168,7 +168,11 @@ class CommerceLayerClient:
             self._record(ok=False)
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             _count(method, path, kind)
-            raise CommerceLayerError(ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}") from None
+            # A write that may have left (anything but a failed connect) may still land, later, at Commerce Layer.
+            sent = method != "GET" and not isinstance(exc, requests.ConnectTimeout)
+            raise CommerceLayerError(
+                ErrorKind.TRANSIENT, detail=f"{kind}: {type(exc).__name__}", ambiguous=sent
+            ) from None
         self._settle(call_id, access_token)
         self._record(ok=response.status_code < 500)
         _count(method, path, str(response.status_code))

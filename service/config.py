@@ -206,6 +206,8 @@ class WorkerSettings:
     metrics_port: int = 9808  # 0: no metrics endpoint
     # Commerce Layer rate-limit windows; None: the published live or test limits, chosen from the token.
     rate_limits: tuple[Window, ...] | None = None
+    # An accepted event with no progress for this long is published again (service.redelivery).
+    redeliver_after_seconds: int = 1800
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -228,6 +230,11 @@ class WorkerSettings:
             raise ConfigError(
                 "SYNC_BACKOFF_CAP_SECONDS", "must be at most a third of BROKER_VISIBILITY_TIMEOUT (else retries repeat)"
             )
+        redeliver_after = _int(env, "SYNC_REDELIVER_AFTER_SECONDS", 2 * broker.visibility_timeout, minimum=30)
+        if redeliver_after < 2 * retry.backoff_cap_seconds:
+            raise ConfigError(
+                "SYNC_REDELIVER_AFTER_SECONDS", "must be at least twice SYNC_BACKOFF_CAP_SECONDS (else retries repeat)"
+            )
         breaker = BreakerPolicy(open_seconds=_int(env, "BREAKER_OPEN_SECONDS", BreakerPolicy.open_seconds, minimum=1))
         return cls(
             redis_url=broker.redis_url,
@@ -237,6 +244,7 @@ class WorkerSettings:
             log_level=_log_level(env),
             metrics_port=_int(env, "WORKER_METRICS_PORT", 9808),
             rate_limits=_rate_limits(env),
+            redeliver_after_seconds=redeliver_after,
         )
 
 

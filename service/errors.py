@@ -44,8 +44,11 @@ class CommerceLayerError(Exception):
         code: str | None = None,
         detail: str | None = None,
         retry_after: float | None = None,
+        ambiguous: bool = False,
     ) -> None:
         self.kind = kind
+        # A write whose answer never came (timeout, connection lost after sending): it may still be applied.
+        self.ambiguous = ambiguous
         self.status = status
         self.code = code
         self.detail = detail

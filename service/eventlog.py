@@ -23,6 +23,8 @@ from service.domain import FINAL_OUTCOMES, Outcome, PaymentMethodEvent
 RETENTION_SECONDS = 35 * 24 * 3600
 HISTORY_LIMIT = 200
 DEAD_LETTERS_KEY = "walletsync:dead"
+# Accepted events not final yet, scored by their last sign of progress (see service.redelivery).
+PENDING_KEY = "walletsync:pending"
 
 
 def event_key(provider: str, event_id: str) -> str:
@@ -85,6 +87,11 @@ class EventLog:
         pipe.rpush(key + ":history", json.dumps(entry, separators=(",", ":")))
         pipe.ltrim(key + ":history", -HISTORY_LIMIT, -1)
         pipe.expire(key + ":history", RETENTION_SECONDS)
+        member = f"{provider}:{event_id}"
+        if status in FINAL_OUTCOMES:
+            pipe.zrem(PENDING_KEY, member)
+        elif status in (Outcome.QUEUED, Outcome.RETRYING):
+            pipe.zadd(PENDING_KEY, {member: time.time()})
         if pipeline is None:
             pipe.execute()
 
@@ -98,15 +105,20 @@ class EventLog:
             current = self._redis.hget(event_key(event.provider, event.event_id), "status")
             status = current.decode() if isinstance(current, bytes) else None
             if status in (Outcome.APPLIED.value, Outcome.UNCHANGED.value):
-                self._append_history(event.provider, event.event_id, {"status": outcome.value, **note})
+                self.append_history(event.provider, event.event_id, {"status": outcome.value, **note})
                 return Outcome(status)
             if status not in FINAL_OUTCOMES:
                 outcome = Outcome.APPLIED
                 note = {**note, "applied_by": "an earlier delivery of this event"}
-        self.record(event.provider, event.event_id, outcome, fields=event_fields(event), note=note)
+        pipe = self._redis.pipeline(transaction=True)
+        self.record(event.provider, event.event_id, outcome, fields=event_fields(event), note=note, pipeline=pipe)
+        if outcome is not Outcome.DEAD:
+            # A dead letter written after all (by a replayed older event of its card) is no dead letter any more.
+            pipe.zrem(DEAD_LETTERS_KEY, f"{event.provider}:{event.event_id}")
+        pipe.execute()
         return outcome
 
-    def _append_history(self, provider: str, event_id: str, entry: Mapping[str, Any]) -> None:
+    def append_history(self, provider: str, event_id: str, entry: Mapping[str, Any]) -> None:
         key = event_key(provider, event_id) + ":history"
         pipe = self._redis.pipeline(transaction=True)
         pipe.rpush(key, json.dumps({"at": now_iso(), **entry}, separators=(",", ":")))

@@ -93,12 +93,22 @@ class Ordering:
         )
         if not lock.acquire():
             raise SourceBusy(payment_source_token)
+        fenced = False
         try:
             yield
+        except Exception as error:
+            if getattr(error, "ambiguous", False):
+                # A PATCH whose answer was lost may still land at Commerce Layer later: keep every other write of
+                # this card out for a full lease period, so that the late write cannot overwrite a newer one.
+                with contextlib.suppress(redis.exceptions.LockError):
+                    lock.extend(self._lease_seconds, replace_ttl=True)
+                fenced = True
+            raise
         finally:
-            # If the lease expired first, releasing fails; the watermark still protects the order.
-            with contextlib.suppress(redis.exceptions.LockError):
-                lock.release()
+            if not fenced:
+                # If the lease expired first, releasing fails; the watermark still protects the order.
+                with contextlib.suppress(redis.exceptions.LockError):
+                    lock.release()
 
 
 def _watermark_key(source_id: str) -> str:

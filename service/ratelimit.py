@@ -141,7 +141,9 @@ class RateLimiter:
     def observe_429(self, headers: Mapping[str, str]) -> None:
         """Commerce Layer refused a call: pause everyone for its interval and adopt a stricter limit."""
         interval = _number(headers.get("X-Ratelimit-Interval")) or _number(headers.get("Retry-After")) or 1.0
-        self._redis.set(_PAUSE_KEY, "1", px=max(int(interval * 1000), 100))
+        # Retry-After, when given, says when calls may resume; the interval only says how long the window is.
+        pause = _number(headers.get("Retry-After")) or interval
+        self._redis.set(_PAUSE_KEY, "1", px=max(int(pause * 1000), 100))
         limit = _number(headers.get("X-Ratelimit-Limit"))
         if limit and interval >= 1:
             self._redis.set(f"{_OVERRIDE_KEY}{int(interval)}", int(limit), ex=3600)

@@ -45,6 +45,19 @@ def _check_worker_settings(**_: Any) -> None:
     prepare_multiprocess_dir(os.environ.get(MULTIPROC_ENV), "worker")
     if settings.metrics_port:
         _serve_metrics(settings)
+    _start_redelivery(settings)
+
+
+def _start_redelivery(settings: WorkerSettings) -> None:
+    from service.redelivery import Redeliverer
+    from service.redis_store import connect
+    from tasks.celery_app import celery_publisher
+
+    broker = BrokerSettings.from_environ()
+    redeliverer = Redeliverer(
+        connect(settings.redis_url), celery_publisher(broker), after_seconds=settings.redeliver_after_seconds
+    )
+    redeliverer.run_forever(interval=min(60.0, settings.redeliver_after_seconds / 4))
 
 
 def _serve_metrics(settings: WorkerSettings) -> None:

@@ -34,7 +34,7 @@ import redis
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from service.domain import Outcome, PaymentMethodEvent
+from service.domain import FINAL_OUTCOMES, Outcome, PaymentMethodEvent
 from service.eventlog import DEAD_LETTERS_KEY, DeadLetter, EventLog, event_key
 
 if TYPE_CHECKING:
@@ -352,6 +352,11 @@ class Skipped(Exception):
     """The event is not replayed (or purged); the message says why."""
 
 
+class Resolved(Skipped):
+    """The event left the dead letters by itself since it was selected (a newer event of its card was written
+    in its stead by another replay): nothing left to do."""
+
+
 class ReplayFailed(Exception):
     """Publishing, or recording a publish, failed: the run stops here."""
 
@@ -364,6 +369,7 @@ class ReplayFailed(Exception):
 class Report:
     done: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     not_attempted: list[dict[str, Any]] = field(default_factory=list)
 
@@ -384,7 +390,8 @@ def replay_one(runtime: WebRuntime, target: Target, *, force: bool = False, dry_
         previous = record.get("status", "")
         listed = client.zscore(DEAD_LETTERS_KEY, target.member) is not None
         if not (previous == Outcome.DEAD.value and listed) and not force:
-            raise Skipped(f"not a dead letter (status {previous or 'unknown'}); --force replays it anyway")
+            error = Resolved if not listed and previous in FINAL_OUTCOMES else Skipped
+            raise error(f"not a dead letter (status {previous or 'unknown'}); --force replays it anyway")
         event = _stored_event(events, target)
         entry = {**target.describe(), "previous_status": previous, "task_id": None}
         if dry_run:
@@ -481,7 +488,8 @@ def replay_dead_letters(
     a replay then resets its attempts and runs it once more, next to any task of it still in flight (harmless,
     but rarely what is meant, hence the flag).
 
-    Output: one line per event (or --json: {"dry_run", "replayed", "skipped", "failed", "not_attempted"}).
+    Output: one line per event (or --json: {"dry_run", "replayed", "skipped", "resolved", "failed", "not_attempted"};
+    "resolved": selected by a filter, then written meanwhile by another replay of its card, so nothing is left to do).
     Exit 0 when every selected event was replayed (or nothing matched a filter), 1 when nothing was selected or
     an event was skipped, 2 when publishing or Redis failed: the run stops there and reports what was done.
     """
@@ -506,6 +514,13 @@ def replay_dead_letters(
                 attempted += 1
                 try:
                     report.done.append(replay_one(runtime, target, force=force, dry_run=dry_run))
+                except Resolved as resolved:
+                    # Selected from the dead letters by a filter, and written since: done, not an error. Named
+                    # explicitly, it is reported as skipped like any event that is not a dead letter.
+                    if selection.named:
+                        report.skipped.append({**target.describe(), "reason": str(resolved)})
+                    else:
+                        report.resolved.append({**target.describe(), "reason": "written meanwhile by another replay"})
                 except Skipped as skipped:
                     report.skipped.append({**target.describe(), "reason": str(skipped)})
                 except ReplayFailed as failed:
@@ -527,11 +542,14 @@ def _print_replay(report: Report, *, as_json: bool, dry_run: bool) -> None:
                 "dry_run": dry_run,
                 "replayed": report.done,
                 "skipped": report.skipped,
+                "resolved": report.resolved,
                 "failed": report.failed,
                 "not_attempted": report.not_attempted,
             }
         )
         return
+    for entry in report.resolved:
+        click.echo(f"resolved  {_member(entry)}  {entry['reason']}")
     for entry in report.done:
         if dry_run:
             detail = f"(status {entry['previous_status']})"
@@ -555,6 +573,8 @@ def _member(entry: dict[str, Any]) -> str:
 def _finish(report: Report, *, verb: str) -> None:
     """The summary line on stderr and the exit code."""
     summary = f"{verb} {len(report.done)}, skipped {len(report.skipped)}"
+    if report.resolved:
+        summary += f", resolved meanwhile {len(report.resolved)}"
     if report.failed:
         summary += f", failed {len(report.failed)}, not attempted {len(report.not_attempted)}"
         raise Unavailable(f"{summary}; stopped: {report.failed[0]['error']}")

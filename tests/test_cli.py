@@ -482,3 +482,24 @@ def test_redis_down_exits_2_with_one_line_on_stderr(args: list[str]) -> None:
     assert "Redis is unavailable" in line
     assert "Traceback" not in result.output
     assert publish.messages == []
+
+
+def test_a_dead_letter_written_meanwhile_by_another_replay_counts_as_resolved(
+    redis_url: str, events: EventLog, redis_client: redis.Redis
+) -> None:
+    first, second = dead(events, "evt_resolvedA"), dead(events, "evt_resolvedB")
+    age(redis_client, "evt_resolvedA", 60)  # replayed first (oldest first)
+
+    class WorkerWritesTheNewerEvent(RecordingPublish):
+        def __call__(self, message: dict[str, Any], accepted_at: float) -> str:
+            # The worker running the first replay writes the card's newest state: the second dead letter's event.
+            events.record_outcome(second, Outcome.APPLIED, note={"written_by_task_of": first.event_id})
+            return super().__call__(message, accepted_at)
+
+    runner = build_app(redis_url, WorkerWritesTheNewerEvent()).test_cli_runner()
+    result = invoke(runner, "dead-letters", "replay", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [entry["event_id"] for entry in report["replayed"]] == ["evt_resolvedA"]
+    assert [entry["event_id"] for entry in report["resolved"]] == ["evt_resolvedB"]
+    assert report["skipped"] == []

@@ -98,7 +98,19 @@ SLOW_ANSWER_MS = 3000
 # injected 429s carry the headers of a limit the worker also knows (the published test-mode limits, 25 calls per
 # 10 s, would make every run last many minutes). The worker counts every call against it: it never hits it.
 RATE_LIMIT = {"limit": 100, "seconds": 1}
-STUCK_AFTER_IDLE_SECONDS = 15
+
+
+def stuck_after_idle_seconds(visibility_timeout: int) -> float:
+    """How long events may stay unfinished with no message anywhere in the broker before the run calls them lost.
+
+    A worker killed right after taking a message off the queue (kombu's BRPOP) and before recording it as
+    unacknowledged takes that message with it; the worker's redelivery sweep (service.redelivery) publishes such
+    an event again once it has made no progress for 2 x the visibility timeout, checking every quarter of that
+    (at most every 60 s). Longer than that, plus a margin, and nothing will finish the event any more."""
+    after = 2 * visibility_timeout
+    return after + min(60.0, after / 4) + 10.0
+
+
 BREAKER_OPEN_KEY = "walletsync:breaker:open"  # service.breaker: exists while the breaker is open
 
 
@@ -282,10 +294,11 @@ class Run:
             if quiet >= 3:
                 break
             idle_since = (idle_since or time.monotonic()) if idle else None
-            if idle_since is not None and time.monotonic() - idle_since > STUCK_AFTER_IDLE_SECONDS:
+            stuck_after = stuck_after_idle_seconds(self.scale.visibility_timeout)
+            if idle_since is not None and time.monotonic() - idle_since > stuck_after:
                 # No message is queued, running or held anywhere: nothing can finish these events any more.
                 self.result.failures.append(
-                    f"{len(pending)} events not final while the broker held no message for {STUCK_AFTER_IDLE_SECONDS} s"
+                    f"{len(pending)} events not final while the broker held no message for {stuck_after:.0f} s"
                 )
                 break
             if time.monotonic() > deadline:
@@ -450,7 +463,10 @@ def commerce_layer_down(run: Run) -> None:
 def worker_settings(scale: Scale, **extra: str) -> dict[str, str]:
     return {
         "SYNC_MAX_ATTEMPTS": "1000",  # transient faults must never dead-letter here
-        "SYNC_BACKOFF_CAP_SECONDS": str(scale.backoff_cap),
+        # Every scenario runs with the scale's visibility timeout, so that the service's own safety nets (redelivery
+        # of abandoned messages and of events without progress) act within the run.
+        "BROKER_VISIBILITY_TIMEOUT": str(scale.visibility_timeout),
+        "SYNC_BACKOFF_CAP_SECONDS": str(min(scale.backoff_cap, scale.visibility_timeout // 3)),
         "BREAKER_OPEN_SECONDS": str(scale.breaker_open),
         "COMMERCELAYER_RATE_LIMITS": f"{RATE_LIMIT['limit']}/{RATE_LIMIT['seconds']}s",
         **extra,

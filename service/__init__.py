@@ -16,11 +16,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.config import BrokerSettings, ConfigError, WebSettings
-from service.intake import Intake, Publish
+from service.intake import Intake
 from service.logs import configure_logging
 from service.providers import ProviderAdapter, build_adapters
 from service.redis_store import connect
 from service.requests_context import install_request_id
+from tasks.celery_app import Publish, celery_publisher, create_celery
+from tasks.envelope import sync_task_envelope
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class WebRuntime:
     redis: redis.Redis
     adapters: dict[str, ProviderAdapter]
     intake: Intake
-    publish: Publish  # puts one sync task on the queue (also used by operator replays)
+    publish: Publish  # publishes one sync task through Celery, for operator replays (webhooks: `intake`)
 
 
 def create_app(
@@ -38,7 +40,7 @@ def create_app(
     publish: Publish | None = None,
     configure_logs: bool = True,
 ) -> Flask:
-    """Build the app. `settings` default to the environment; `publish` defaults to the Celery queue.
+    """Build the app. `settings` default to the environment; `publish` (operator replays) defaults to Celery.
 
     Read from the environment, a bad setting stops the process with one line naming the variable (exit code 4,
     which also makes a gunicorn master stop instead of respawning workers); this serves `service.wsgi` and the
@@ -55,15 +57,14 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.redis_url)
+    broker = BrokerSettings(redis_url=settings.redis_url)
     if publish is None:
-        from tasks.celery_app import celery_publisher
-
-        publish = celery_publisher(BrokerSettings(redis_url=settings.redis_url))
+        publish = celery_publisher(broker)
     app.extensions["walletsync"] = WebRuntime(
         settings=settings,
         redis=client,
         adapters=build_adapters(settings),
-        intake=Intake(client, publish),
+        intake=Intake(client, sync_task_envelope(create_celery(broker))),
         publish=publish,
     )
 

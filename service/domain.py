@@ -7,7 +7,7 @@ number, CVC or billing address: only what a wallet entry may show.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -54,9 +54,19 @@ class Card:
     funding: str | None = None
     country: str | None = None
 
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "brand": self.brand,
+            "last4": self.last4,
+            "exp_month": self.exp_month,
+            "exp_year": self.exp_year,
+            "funding": self.funding,
+            "country": self.country,
+        }
+
     def as_metadata(self) -> dict[str, Any]:
         """Only what the event's card has: absent facts are left out rather than written as null."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return {key: value for key, value in self.to_message().items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,17 @@ class PaymentMethodEvent:
     card: Card | None = None
 
     def to_message(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out rather than dataclasses.asdict, whose deep copies were a tenth of the webhook's CPU.
+        return {
+            "provider": self.provider,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "event_created": self.event_created,
+            "payment_source_token": self.payment_source_token,
+            "customer_token": self.customer_token,
+            "status": self.status,
+            "card": None if self.card is None else self.card.to_message(),
+        }
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> PaymentMethodEvent:

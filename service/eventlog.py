@@ -27,8 +27,31 @@ DEAD_LETTERS_KEY = "walletsync:dead"
 PENDING_KEY = "walletsync:pending"
 
 
+# `EventLog.record(..., Outcome.QUEUED, fields=event_fields(...), first_status=True)` as a Lua function, for the
+# webhook's intake script (service.intake), which records the event in the same atomic step as it queues it.
+RECORD_QUEUED_LUA = f"""
+local function record_queued(event, history, pending, provider, event_id, event_type, event_created, token,
+                             event_json, task_id, stamp, score)
+  redis.call('HSETNX', event, 'status', 'queued')
+  redis.call('HSET', event, 'provider', provider, 'event_id', event_id, 'updated_at', stamp,
+             'event_type', event_type, 'event_created', event_created, 'payment_source_token', token,
+             'event', event_json, 'task_id', task_id)
+  redis.call('HSETNX', event, 'received_at', stamp)
+  redis.call('EXPIRE', event, {RETENTION_SECONDS})
+  redis.call('RPUSH', history, cjson.encode({{at = stamp, status = 'queued', task_id = task_id}}))
+  redis.call('LTRIM', history, -{HISTORY_LIMIT}, -1)
+  redis.call('EXPIRE', history, {RETENTION_SECONDS})
+  redis.call('ZADD', pending, score, provider .. ':' .. event_id)
+end
+"""
+
+
 def event_key(provider: str, event_id: str) -> str:
     return f"walletsync:event:{provider}:{event_id}"
+
+
+def history_key(provider: str, event_id: str) -> str:
+    return event_key(provider, event_id) + ":history"
 
 
 def now_iso(timestamp: float | None = None) -> str:
@@ -144,7 +167,7 @@ class EventLog:
             event.provider,
             event.event_id,
             Outcome.DEAD,
-            fields={"dead_reason": reason[:500], "died_at": now_iso(), "event": _event_json(event)},
+            fields={"dead_reason": reason[:500], "died_at": now_iso(), "event": event_json(event)},
             note={"reason": reason[:500]},
             pipeline=pipe,
         )
@@ -196,7 +219,8 @@ class EventLog:
         self._redis.zrem(DEAD_LETTERS_KEY, f"{provider}:{event_id}")
 
 
-def _event_json(event: PaymentMethodEvent) -> str:
+def event_json(event: PaymentMethodEvent) -> str:
+    """The normalized event as stored in its status record (the payload a replay re-runs)."""
     return json.dumps(event.to_message(), separators=(",", ":"), sort_keys=True)
 
 
@@ -206,7 +230,7 @@ def event_fields(event: PaymentMethodEvent) -> dict[str, str | int]:
         "event_type": event.event_type,
         "event_created": event.event_created,
         "payment_source_token": event.payment_source_token,
-        "event": _event_json(event),
+        "event": event_json(event),
     }
 
 

@@ -1,37 +1,60 @@
-"""Accepting a verified event: dedupe on its id, put it durably on the queue, and only then say so.
+"""Accepting a verified event: dedupe on its id and put it durably on the queue, in one atomic step.
 
-The event id is claimed with a lease (`SET NX EX`) before publishing and confirmed after; when publishing fails
-the claim is released, and if this process dies in between, the lease runs out by itself. Either way the
-provider's next retry gets through: no id is left marked as seen without a task behind it. A publish that timed
-out may still have landed, so a second task for the same event is possible; the worker is idempotent.
+One Lua script does it all in a single Redis round trip: if the event id was seen, it answers so; else it pushes
+the Celery task message onto the queue (laid out by `tasks.envelope`), marks the id seen, records the event as
+queued (status record, history, pending set) and offers its snapshot for burst coalescing. A script runs
+atomically, and the append-only file holds its writes as one transaction, so there is no state in which an id is
+marked seen without a task behind it, or a task is queued without its record. When the script fails (Redis down,
+out of memory, a timeout) the caller answers 503 and the provider retries; after a timeout the script may have
+run all the same, and the retry is then answered `duplicate`, which is true.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import redis
 
 from service.domain import Outcome
-from service.eventlog import RETENTION_SECONDS, EventLog, event_fields
+from service.eventlog import (
+    PENDING_KEY,
+    RECORD_QUEUED_LUA,
+    RETENTION_SECONDS,
+    EventLog,
+    event_json,
+    event_key,
+    history_key,
+    now_iso,
+)
+from service.ordering import encode
 from service.providers import Delivery
-from service.redis_store import DeleteIfEqual
-from service.snapshots import Snapshots
+from service.snapshots import OFFER_SNAPSHOT_LUA, SNAPSHOT_TTL_SECONDS, snapshot_key
+from tasks.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE_SECONDS = 60
-_CLAIMED = "claimed"
 _ACCEPTED = "accepted"
 
-# Publishes one sync task; returns the task id. Raises on failure (kombu's OperationalError and friends).
-Publish = Callable[[dict[str, Any], float], str]
+# KEYS: seen, queue, event record, its history, pending set, snapshot.
+# ARGV: task message, provider, event id, event type, created, payment source token, event JSON, task id, stamp,
+# score (accepted at), snapshot order. Returns nil when queued, else what the seen key holds.
+_ACCEPT = (
+    RECORD_QUEUED_LUA
+    + OFFER_SNAPSHOT_LUA
+    + f"""
+local seen = redis.call('GET', KEYS[1])
+if seen then return seen end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], '{_ACCEPTED}', 'EX', {RETENTION_SECONDS})
+record_queued(KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9],
+              ARGV[10])
+offer_snapshot(KEYS[6], ARGV[11], ARGV[7], {SNAPSHOT_TTL_SECONDS})
+return false
+"""
+)
 
 
 class Acceptance(StrEnum):
@@ -59,60 +82,53 @@ def seen_key(provider: str, event_id: str) -> str:
 
 
 class Intake:
-    def __init__(self, client: redis.Redis, publish: Publish, *, lease_seconds: int = CLAIM_LEASE_SECONDS) -> None:
+    def __init__(self, client: redis.Redis, envelope: Envelope) -> None:
         self._redis = client
-        self._publish = publish
-        self._lease_seconds = lease_seconds
+        self._envelope = envelope
         self._events = EventLog(client)
-        self._snapshots = Snapshots(client)
-        self._release = DeleteIfEqual(client)
+        self._accept = client.register_script(_ACCEPT)
 
     def accept(self, provider: str, delivery: Delivery) -> Accepted:
-        if delivery.event is None:
+        event = delivery.event
+        if event is None:
             self._record_ignored(provider, delivery)
             return Accepted(Acceptance.IGNORED)
 
-        key = seen_key(provider, delivery.event_id)
+        accepted_at = time.time()
+        task = self._envelope(event.to_message(), accepted_at)
+        event_id = delivery.event_id
+        keys = [
+            seen_key(provider, event_id),
+            task.queue,
+            event_key(provider, event_id),
+            history_key(provider, event_id),
+            PENDING_KEY,
+            snapshot_key(provider, event.payment_source_token),
+        ]
+        args: list[str | int | float] = [
+            task.payload,
+            provider,
+            event_id,
+            event.event_type,
+            event.event_created,
+            event.payment_source_token,
+            event_json(event),
+            task.task_id,
+            now_iso(accepted_at),
+            accepted_at,
+            encode(event.order_key),
+        ]
         try:
-            previous = self._redis.set(key, _CLAIMED, nx=True, ex=self._lease_seconds, get=True)
+            seen = self._accept(keys=keys, args=args)
         except redis.RedisError as exc:
             raise QueueUnavailable(f"redis unavailable: {type(exc).__name__}") from None
-        if previous is not None:
-            if previous == _ACCEPTED.encode():
-                return Accepted(Acceptance.DUPLICATE)
-            # Another delivery of this event is being queued right now: not accepted yet, so not a duplicate.
-            raise QueueUnavailable("the same event is being accepted by another request", retry_after=2)
-
-        accepted_at = time.time()
-        try:
-            task_id = self._publish(delivery.event.to_message(), accepted_at)
-        except Exception as exc:  # kombu raises several types; any failure means "not queued"
-            self._release_claim(key)
-            raise QueueUnavailable(f"could not enqueue: {type(exc).__name__}") from None
-
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.set(key, _ACCEPTED, ex=RETENTION_SECONDS)
-            self._events.record(
-                provider,
-                delivery.event_id,
-                Outcome.QUEUED,
-                fields={**event_fields(delivery.event), "task_id": task_id},
-                note={"task_id": task_id},
-                pipeline=pipe,
-                first_status=True,
-            )
-            # The newest state of this card, so that a burst of its events is written once (service.snapshots).
-            self._snapshots.offer(delivery.event, pipeline=pipe)
-            pipe.execute()
-        except redis.RedisError as exc:
-            # The task is on the queue, so the event is safe; only the bookkeeping failed. The claim's lease
-            # lets a retry through later, which the worker recognises as a duplicate.
-            log.warning(
-                "event queued but its status could not be recorded",
-                extra={"event_id": delivery.event_id, "provider": provider, "error": type(exc).__name__},
-            )
-        return Accepted(Acceptance.QUEUED, task_id)
+        if seen is None:
+            return Accepted(Acceptance.QUEUED, task.task_id)
+        if seen == _ACCEPTED.encode():
+            return Accepted(Acceptance.DUPLICATE)
+        # Claimed, not accepted: another delivery of this event is being accepted by a process of an earlier
+        # release (which claimed before publishing); not a duplicate until it is through.
+        raise QueueUnavailable("the same event is being accepted by another request", retry_after=2)
 
     def _record_ignored(self, provider: str, delivery: Delivery) -> None:
         try:
@@ -122,7 +138,3 @@ class Intake:
         except redis.RedisError:
             # Nothing to lose: the event needs no work. The answer stays "ignored" so the provider stops sending.
             log.warning("ignored event not recorded (redis unavailable)", extra={"event_id": delivery.event_id})
-
-    def _release_claim(self, key: str) -> None:
-        with contextlib.suppress(redis.RedisError):  # if Redis is gone, the lease expires by itself
-            self._release(key, _CLAIMED)

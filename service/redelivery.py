@@ -14,17 +14,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import redis
 
 from service.domain import FINAL_OUTCOMES
 from service.eventlog import PENDING_KEY, EventLog
+from tasks.celery_app import Publish
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[dict[str, Any], float], str]
 _LOCK = "walletsync:redelivery:lock"
 
 

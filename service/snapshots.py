@@ -24,17 +24,21 @@ SNAPSHOT_TTL_SECONDS = 40 * 24 * 3600
 BURST_QUIET_SECONDS = 1.0
 
 # Replace the snapshot only with a newer one (keys compare as strings, see service.ordering.encode), and keep
-# when the newest and the one before it arrived (Redis's clock, shared by every host).
-_OFFER = """
-local current = redis.call('HGET', KEYS[1], 'order')
-if current and current >= ARGV[1] then return 0 end
-local clock = redis.call('TIME')
-local now = clock[1] .. '.' .. string.format('%06d', clock[2])
-local previous = redis.call('HGET', KEYS[1], 'offered_at') or '0'
-redis.call('HSET', KEYS[1], 'order', ARGV[1], 'event', ARGV[2], 'offered_at', now, 'previous_offered_at', previous)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+# when the newest and the one before it arrived (Redis's clock, shared by every host). A Lua function, so that
+# the webhook's intake script (service.intake) can offer a snapshot in the same round trip as it queues.
+OFFER_SNAPSHOT_LUA = """
+local function offer_snapshot(key, order, event, ttl)
+  local current = redis.call('HGET', key, 'order')
+  if current and current >= order then return 0 end
+  local clock = redis.call('TIME')
+  local now = clock[1] .. '.' .. string.format('%06d', clock[2])
+  local previous = redis.call('HGET', key, 'offered_at') or '0'
+  redis.call('HSET', key, 'order', order, 'event', event, 'offered_at', now, 'previous_offered_at', previous)
+  redis.call('EXPIRE', key, ttl)
+  return 1
+end
 """
+_OFFER = OFFER_SNAPSHOT_LUA + "return offer_snapshot(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
 
 
 class Settling(Exception):
@@ -56,20 +60,10 @@ class Snapshots:
         self._offer = client.register_script(_OFFER)
         self._burst_quiet = burst_quiet
 
-    def offer(self, event: PaymentMethodEvent, *, pipeline: redis.client.Pipeline | None = None) -> None:
+    def offer(self, event: PaymentMethodEvent) -> None:
         """Keep `event` if it is newer than the snapshot held (atomic)."""
-        args: list[str | int] = [
-            encode(event.order_key),
-            json.dumps(event.to_message(), sort_keys=True),
-            SNAPSHOT_TTL_SECONDS,
-        ]
         key = snapshot_key(event.provider, event.payment_source_token)
-        if pipeline is not None:
-            # EVAL, not the registered script: in a pipeline redis-py first checks that a script exists, which
-            # would cost the webhook one more round trip.
-            pipeline.eval(_OFFER, 1, key, *args)
-        else:
-            self._offer(keys=[key], args=args)
+        self._offer(keys=[key], args=[encode(event.order_key), json.dumps(event.to_message()), SNAPSHOT_TTL_SECONDS])
 
     def quiet_wait(self, event: PaymentMethodEvent) -> float:
         """Seconds until `event`'s card has been quiet for `burst_quiet` seconds, when its newest two events

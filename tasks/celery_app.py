@@ -41,7 +41,7 @@ def celery_settings(broker: BrokerSettings) -> dict[str, Any]:
         "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # workers reconnect by themselves, however long Redis is gone
-        # Publishing (webhook → queue) must fail fast so the webhook can answer 503 within a second or two.
+        # Publishing (operator replays, the redelivery sweep, retries) must fail fast rather than hang.
         "task_publish_retry_policy": {
             "max_retries": 2,
             "interval_start": 0,
@@ -75,8 +75,13 @@ def create_celery(broker: BrokerSettings | None = None) -> Celery:
     return app
 
 
-def celery_publisher(broker: BrokerSettings) -> Callable[[dict[str, Any], float], str]:
-    """Publishes one sync task (the web's intake, operator replays, the worker's redelivery sweep)."""
+# Publishes one sync task: (event message, accepted_at) -> task id. Raises on failure (kombu's OperationalError...).
+Publish = Callable[[dict[str, Any], float], str]
+
+
+def celery_publisher(broker: BrokerSettings) -> Publish:
+    """Publishes one sync task (operator replays, the worker's redelivery sweep; the webhook queues its own
+    through `tasks.envelope`)."""
     celery = create_celery(broker)
 
     def publish(message: dict[str, Any], accepted_at: float) -> str:
@@ -85,11 +90,15 @@ def celery_publisher(broker: BrokerSettings) -> Callable[[dict[str, Any], float]
             args=[message],
             kwargs={"accepted_at": accepted_at},
             retry=True,
-            # Else Celery builds a repr of the whole message for its headers on every publish: ~10 % of the
-            # webhook's CPU, and card facts in every monitoring view.
-            argsrepr=f"[<{message.get('provider')} event {message.get('event_id')}>]",
+            argsrepr=sync_task_argsrepr(message),
             kwargsrepr="{}",
         )
         return str(result.id)
 
     return publish
+
+
+def sync_task_argsrepr(message: dict[str, Any]) -> str:
+    # Else Celery puts a repr of the whole event in the headers: CPU on every publish, and card facts in every
+    # monitoring view.
+    return f"[<{message.get('provider')} event {message.get('event_id')}>]"

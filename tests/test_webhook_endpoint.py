@@ -173,19 +173,22 @@ def test_ready_follows_redis(client: FlaskClient, redis_url: str) -> None:
     assert down.get("/readyz").status_code == 503
 
 
-def test_a_failed_enqueue_is_a_503_and_releases_the_claim(redis_url: str, redis_client: redis.Redis) -> None:
-    def broken_publish(message: dict[str, Any], accepted_at: float) -> str:
-        raise ConnectionError("broker gone")
-
-    client = create_app(settings(redis_url), publish=broken_publish, configure_logs=False).test_client()
+def test_redis_refusing_writes_is_a_503_with_nothing_queued_or_marked_seen(private_redis: RedisServer) -> None:
+    """Out of memory under `noeviction`, Redis refuses the intake script as a whole: no half-accepted event."""
+    client = create_app(settings(private_redis.url), configure_logs=False).test_client()
+    store = redis.Redis.from_url(private_redis.url)
     event = stripe_event("payment_method.updated")
-    response = post(client, event)
+    store.config_set("maxmemory", 1)
+    try:
+        response = post(client, event)
+    finally:
+        store.config_set("maxmemory", 0)
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0
-    assert redis_client.exists(seen_key("stripe", event["id"])) == 0
-    # The provider's retry then goes through on a working app.
-    working = create_app(settings(redis_url), configure_logs=False).test_client()
-    assert post(working, event).get_json()["status"] == "queued"
+    assert store.keys("*") == []
+    # The provider's retry then goes through.
+    assert post(client, event).get_json()["status"] == "queued"
+    assert len(queued_messages(store)) == 1
 
 
 @pytest.fixture
@@ -245,8 +248,8 @@ def test_the_ip_allow_list_refuses_other_addresses(redis_url: str, redis_client:
     )
 
 
-def test_accepting_an_event_costs_three_redis_round_trips(client: FlaskClient, redis_url: str) -> None:
-    """Claim, publish (kombu's LPUSH), confirm + status + snapshot in one MULTI: nothing else on the hot path."""
+def test_accepting_an_event_is_one_redis_round_trip(client: FlaskClient, redis_url: str) -> None:
+    """Dedupe, enqueue, status record and snapshot: one script, nothing else on the hot path."""
     import subprocess
 
     post(client, stripe_event("payment_method.updated", id="evt_warmup"))  # connections and scripts warmed up
@@ -259,30 +262,57 @@ def test_accepting_an_event_costs_three_redis_round_trips(client: FlaskClient, r
     finally:
         monitor.terminate()
     lines = monitor.communicate(timeout=10)[0].splitlines()[1:]  # the first line is redis-cli's OK
-    commands = [line.split('"')[1].upper() for line in lines if '"' in line]
-    in_transaction, round_trips = False, 0
-    for command in commands:
-        if command == "MULTI":
-            in_transaction, round_trips = True, round_trips + 1
-        elif command == "EXEC":
-            in_transaction = False
-        elif not in_transaction:
-            round_trips += 1
-    assert commands[:2] == ["SET", "LPUSH"]
-    assert round_trips == 3, commands
+    # MONITOR shows the client's command, then each command the script runs tagged "[... lua]".
+    sent = [line.split('"')[1].upper() for line in lines if '"' in line and " lua] " not in line]
+    run_by_script = [line.split('"')[1].upper() for line in lines if " lua] " in line]
+    assert sent == ["EVALSHA"]
+    assert run_by_script[:4] == ["GET", "LPUSH", "SET", "HSETNX"]
 
 
-def test_a_worker_faster_than_the_confirmation_keeps_its_final_status(
-    redis_url: str, redis_client: redis.Redis
+def test_the_queued_record_never_overwrites_a_status_already_there(
+    client: FlaskClient, redis_client: redis.Redis
 ) -> None:
-    """The worker may record the outcome before the web process records `queued`: the outcome must stay."""
-
-    def publish_and_finish_at_once(message: dict[str, Any], accepted_at: float) -> str:
-        key = f"walletsync:event:stripe:{message['event_id']}"
-        redis_client.hset(key, mapping={"status": "applied"})
-        return "task-1"
-
-    client = create_app(settings(redis_url), publish=publish_and_finish_at_once, configure_logs=False).test_client()
+    """A status written first (say by a worker that ran an operator replay) stays; `queued` only fills a gap."""
+    redis_client.hset("walletsync:event:stripe:evt_racer", mapping={"status": "applied"})
     event = stripe_event("payment_method.updated", id="evt_racer")
     assert post(client, event).get_json()["status"] == "queued"
-    assert redis_client.hget("walletsync:event:stripe:evt_racer", "status") == b"applied"
+    record = redis_client.hgetall("walletsync:event:stripe:evt_racer")
+    assert record[b"status"] == b"applied"
+    assert record[b"event_type"] == b"payment_method.updated"
+
+
+def test_the_intake_records_an_event_as_the_event_log_would(client: FlaskClient, redis_client: redis.Redis) -> None:
+    """The intake script writes the status record in Lua; it must match `EventLog.record` field for field."""
+    from service.domain import Outcome, PaymentMethodEvent
+    from service.eventlog import PENDING_KEY, EventLog, event_fields
+    from service.snapshots import snapshot_key
+
+    event = stripe_event("payment_method.updated", id="evt_by_intake")
+    assert post(client, event).get_json()["status"] == "queued"
+    by_intake = EventLog(redis_client).status("stripe", "evt_by_intake")
+    [entry] = EventLog(redis_client).history("stripe", "evt_by_intake")
+
+    stored = PaymentMethodEvent.from_message(json.loads(by_intake["event"]))
+    assert stored.event_id == "evt_by_intake"
+    twin = PaymentMethodEvent.from_message({**stored.to_message(), "event_id": "evt_by_python"})
+    EventLog(redis_client).record(
+        "stripe",
+        "evt_by_python",
+        Outcome.QUEUED,
+        fields={**event_fields(twin), "task_id": by_intake["task_id"]},
+        note={"task_id": by_intake["task_id"]},
+        first_status=True,
+    )
+    by_python = EventLog(redis_client).status("stripe", "evt_by_python")
+    [python_entry] = EventLog(redis_client).history("stripe", "evt_by_python")
+
+    assert by_intake.keys() == by_python.keys()
+    for name in by_intake.keys() - {"event_id", "event", "received_at", "updated_at"}:
+        assert by_intake[name] == by_python[name], name
+    assert json.loads(by_intake["event"]) == {**json.loads(by_python["event"]), "event_id": "evt_by_intake"}
+    assert entry.keys() == python_entry.keys() and entry["status"] == "queued" and entry["task_id"]
+    assert redis_client.ttl("walletsync:event:stripe:evt_by_intake") > 34 * 24 * 3600
+    assert redis_client.ttl("walletsync:event:stripe:evt_by_intake:history") > 34 * 24 * 3600
+    assert redis_client.zscore(PENDING_KEY, "stripe:evt_by_intake") is not None
+    snapshot = redis_client.hgetall(snapshot_key("stripe", stored.payment_source_token))
+    assert json.loads(snapshot[b"event"])["event_id"] == "evt_by_intake"

@@ -32,14 +32,21 @@ PENDING_KEY = "walletsync:pending"
 RECORD_QUEUED_LUA = f"""
 local function record_queued(event, history, pending, provider, event_id, event_type, event_created, token,
                              event_json, task_id, stamp, score)
-  redis.call('HSETNX', event, 'status', 'queued')
-  redis.call('HSET', event, 'provider', provider, 'event_id', event_id, 'updated_at', stamp,
-             'event_type', event_type, 'event_created', event_created, 'payment_source_token', token,
-             'event', event_json, 'task_id', task_id)
-  redis.call('HSETNX', event, 'received_at', stamp)
+  local fields = {{'provider', provider, 'event_id', event_id, 'updated_at', stamp, 'event_type', event_type,
+                  'event_created', event_created, 'payment_source_token', token, 'event', event_json,
+                  'task_id', task_id}}
+  if redis.call('EXISTS', event) == 0 then
+    -- The usual case: a new record, written whole.
+    table.insert(fields, 'status'); table.insert(fields, 'queued')
+    table.insert(fields, 'received_at'); table.insert(fields, stamp)
+  else
+    redis.call('HSETNX', event, 'status', 'queued')
+    redis.call('HSETNX', event, 'received_at', stamp)
+  end
+  redis.call('HSET', event, unpack(fields))
   redis.call('EXPIRE', event, {RETENTION_SECONDS})
-  redis.call('RPUSH', history, cjson.encode({{at = stamp, status = 'queued', task_id = task_id}}))
-  redis.call('LTRIM', history, -{HISTORY_LIMIT}, -1)
+  local entries = redis.call('RPUSH', history, cjson.encode({{at = stamp, status = 'queued', task_id = task_id}}))
+  if entries > {HISTORY_LIMIT} then redis.call('LTRIM', history, -{HISTORY_LIMIT}, -1) end
   redis.call('EXPIRE', history, {RETENTION_SECONDS})
   redis.call('ZADD', pending, score, provider .. ':' .. event_id)
 end

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 
 from pythonjsonlogger.json import JsonFormatter
 
+# Set in a request's WSGI environ when the app's own line already carries the request's HTTP facts, so that
+# gunicorn's access logger (service.access_log) does not write a second line for it.
+LOGGED_BY_APP = "walletsync.logged"
 CONTEXT_FIELDS = ("request_id", "event_id", "provider", "task_id", "payment_source_id")
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("walletsync_log_context", default=None)
 

@@ -28,11 +28,11 @@ BURST_QUIET_SECONDS = 1.0
 # the webhook's intake script (service.intake) can offer a snapshot in the same round trip as it queues.
 OFFER_SNAPSHOT_LUA = """
 local function offer_snapshot(key, order, event, ttl)
-  local current = redis.call('HGET', key, 'order')
-  if current and current >= order then return 0 end
+  local held = redis.call('HMGET', key, 'order', 'offered_at')
+  if held[1] and held[1] >= order then return 0 end
   local clock = redis.call('TIME')
   local now = clock[1] .. '.' .. string.format('%06d', clock[2])
-  local previous = redis.call('HGET', key, 'offered_at') or '0'
+  local previous = held[2] or '0'
   redis.call('HSET', key, 'order', order, 'event', event, 'offered_at', now, 'previous_offered_at', previous)
   redis.call('EXPIRE', key, ttl)
   return 1

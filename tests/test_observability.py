@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -86,12 +87,44 @@ def test_log_lines_are_json_with_the_request_and_event_context(
     with json_logs():
         client.post("/webhooks/stripe", data=body, headers={**headers, "X-Request-ID": "req-42"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    accepted = next(line for line in lines if line["message"] == "webhook accepted")
+    [accepted] = [line for line in lines if line.get("event_id") == "evt_logged1"]  # one line per webhook
+    assert accepted["message"] == "webhook accepted"
     assert accepted["request_id"] == "req-42"
-    assert accepted["event_id"] == "evt_logged1"
     assert accepted["provider"] == "stripe"
     assert accepted["process"] == "web"
+    assert accepted["event_type"] == "payment_method.updated"
+    assert accepted["outcome"] == "queued"
+    assert accepted["task_id"]
+    # The request's HTTP facts too: this line stands in for gunicorn's access line.
+    assert (accepted["method"], accepted["path"], accepted["status"]) == ("POST", "/webhooks/stripe", 200)
+    assert accepted["duration_ms"] >= 0
     assert WEBHOOK_SECRET not in json.dumps(lines)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "outcome", "status", "level"),
+    [
+        (lambda body, headers: (body, {**headers, "Stripe-Signature": "t=1,v1=00"}), "invalid", 400, "INFO"),
+        (lambda body, headers: (body, headers), "duplicate", 200, "INFO"),
+    ],
+)
+def test_every_webhook_outcome_is_one_line_with_its_reason_and_status(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str], mangle: Any, outcome: str, status: int, level: str
+) -> None:
+    body, headers = signed_request(stripe_event("payment_method.updated", id="evt_logged2"))
+    if outcome == "duplicate":
+        client.post("/webhooks/stripe", data=body, headers=headers)
+    capsys.readouterr()
+    with json_logs():
+        client.post("/webhooks/stripe", data=body, headers=mangle(body, headers)[1])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    [line] = [line for line in lines if line.get("path") == "/webhooks/stripe"]
+    assert (line["outcome"], line["status"], line["level"]) == (outcome, status, level)
+    if outcome == "invalid":
+        assert line["reason"]
+        assert "event_id" not in line  # nothing unverified is logged as an event
+    else:
+        assert line["event_id"] == "evt_logged2"
 
 
 def test_a_hostile_request_id_is_replaced_not_logged(client: FlaskClient) -> None:

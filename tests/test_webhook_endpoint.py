@@ -266,19 +266,26 @@ def test_accepting_an_event_is_one_redis_round_trip(client: FlaskClient, redis_u
     sent = [line.split('"')[1].upper() for line in lines if '"' in line and " lua] " not in line]
     run_by_script = [line.split('"')[1].upper() for line in lines if " lua] " in line]
     assert sent == ["EVALSHA"]
-    assert run_by_script[:4] == ["GET", "LPUSH", "SET", "HSETNX"]
+    assert run_by_script[:4] == ["GET", "LPUSH", "SET", "EXISTS"]
 
 
 def test_the_queued_record_never_overwrites_a_status_already_there(
     client: FlaskClient, redis_client: redis.Redis
 ) -> None:
     """A status written first (say by a worker that ran an operator replay) stays; `queued` only fills a gap."""
-    redis_client.hset("walletsync:event:stripe:evt_racer", mapping={"status": "applied"})
+    from service.eventlog import HISTORY_LIMIT
+
+    redis_client.hset("walletsync:event:stripe:evt_racer", mapping={"status": "applied", "received_at": "then"})
+    redis_client.rpush("walletsync:event:stripe:evt_racer:history", *(["{}"] * HISTORY_LIMIT))
     event = stripe_event("payment_method.updated", id="evt_racer")
     assert post(client, event).get_json()["status"] == "queued"
     record = redis_client.hgetall("walletsync:event:stripe:evt_racer")
     assert record[b"status"] == b"applied"
+    assert record[b"received_at"] == b"then"
     assert record[b"event_type"] == b"payment_method.updated"
+    history = redis_client.lrange("walletsync:event:stripe:evt_racer:history", 0, -1)
+    assert len(history) == HISTORY_LIMIT  # kept at its limit
+    assert json.loads(history[-1])["status"] == "queued"
 
 
 def test_the_intake_records_an_event_as_the_event_log_would(client: FlaskClient, redis_client: redis.Redis) -> None:
@@ -310,7 +317,9 @@ def test_the_intake_records_an_event_as_the_event_log_would(client: FlaskClient,
     for name in by_intake.keys() - {"event_id", "event", "received_at", "updated_at"}:
         assert by_intake[name] == by_python[name], name
     assert json.loads(by_intake["event"]) == {**json.loads(by_python["event"]), "event_id": "evt_by_intake"}
-    assert entry.keys() == python_entry.keys() and entry["status"] == "queued" and entry["task_id"]
+    assert entry.keys() == python_entry.keys()
+    assert entry["status"] == "queued"
+    assert entry["task_id"]
     assert redis_client.ttl("walletsync:event:stripe:evt_by_intake") > 34 * 24 * 3600
     assert redis_client.ttl("walletsync:event:stripe:evt_by_intake:history") > 34 * 24 * 3600
     assert redis_client.zscore(PENDING_KEY, "stripe:evt_by_intake") is not None

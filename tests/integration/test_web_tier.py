@@ -77,6 +77,27 @@ def test_the_client_address_behind_one_trusted_proxy_is_logged(web: tuple[Proces
     assert record["status"] == 200
 
 
+def test_a_webhook_is_one_log_line_with_its_http_facts_and_other_requests_keep_the_access_line(
+    web: tuple[Process, str],
+) -> None:
+    process, url = web
+    body, headers = signed_request(stripe_event("payment_method.updated", id="evt_one_line"))
+    requests.post(f"{url}/webhooks/stripe", data=body, headers={**headers, "X-Request-ID": "trace-one-line"}, timeout=5)
+    requests.get(f"{url}/healthz", headers={"X-Request-ID": "trace-health"}, timeout=5)
+
+    def lines_of(request_id: str) -> list[dict[str, object]]:
+        return [json.loads(line) for line in process.log().splitlines() if request_id in line and line[:1] == "{"]
+
+    wait_until(lambda: lines_of("trace-health"), timeout=10, what="the access line of /healthz")
+    [webhook] = lines_of("trace-one-line")
+    assert webhook["event_id"] == "evt_one_line"
+    assert webhook["outcome"] == "queued"
+    assert (webhook["method"], webhook["path"], webhook["status"]) == ("POST", "/webhooks/stripe", 200)
+    assert webhook["remote_addr"]
+    [health] = lines_of("trace-health")
+    assert (health["logger"], health["path"], health["status"]) == ("gunicorn.access", "/healthz", 200)
+
+
 def test_every_log_line_of_the_web_process_is_json_except_gunicorns_own(web: tuple[Process, str]) -> None:
     process, _ = web
     app_lines = [line for line in process.log().splitlines() if line.startswith("{")]

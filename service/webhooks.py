@@ -128,7 +128,7 @@ def _log(provider: str, handled: Handled, elapsed: float) -> None:
         "path": request.path,
         "status": handled.response.status_code,
         "duration_ms": round(elapsed * 1000, 3),
-        "user_agent": request.user_agent.string[:200] or None,
+        "user_agent": request.headers.get("User-Agent", "")[:200] or None,
     }
     log.log(level, message, extra={name: value for name, value in fields.items() if value is not None})
     request.environ[LOGGED_BY_APP] = True

@@ -25,7 +25,7 @@ EVENT = {
     "payment_source_token": "pm_envelope1",
     "customer_token": "cus_envelope1",
     "status": "active",
-    "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034, "funding": None, "country": None},
+    "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034, "funding": "crédit", "country": None},
 }
 
 # Differ on every message by design.

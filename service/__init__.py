@@ -20,7 +20,7 @@ from service.intake import Intake
 from service.logs import configure_logging
 from service.providers import ProviderAdapter, build_adapters
 from service.redis_store import connect
-from service.requests_context import install_request_id
+from service.requests_context import RequestIds
 from tasks.celery_app import Publish, celery_publisher, create_celery
 from tasks.envelope import sync_task_envelope
 
@@ -75,7 +75,7 @@ def create_app(
     register_cli(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
-    install_request_id(app)
+    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         # Behind N trusted proxies the client address is the N-th from the right of X-Forwarded-For.
         hops = settings.trusted_proxy_hops

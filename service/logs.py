@@ -22,14 +22,22 @@ CONTEXT_FIELDS = ("request_id", "event_id", "provider", "task_id", "payment_sour
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("walletsync_log_context", default=None)
 
 
+def bind_context(**fields: str | None) -> contextvars.Token[dict[str, str] | None]:
+    """Add `fields` to the context of every record logged from here on; undo with `reset_context`."""
+    return _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def reset_context(token: contextvars.Token[dict[str, str] | None]) -> None:
+    _context.reset(token)
+
+
 @contextmanager
 def log_context(**fields: str | None) -> Iterator[None]:
-    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
-    token = _context.set(merged)
+    token = bind_context(**fields)
     try:
         yield
     finally:
-        _context.reset(token)
+        reset_context(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -133,6 +133,14 @@ def test_a_hostile_request_id_is_replaced_not_logged(client: FlaskClient) -> Non
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
 
+def test_every_answer_carries_a_request_id_and_made_up_ones_differ(client: FlaskClient) -> None:
+    made_up = {client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
+    assert len(made_up) == 50
+    assert client.get("/no-such-page", headers={"X-Request-ID": "lb-404"}).headers["X-Request-ID"] == "lb-404"
+    too_long = "x" * 129
+    assert client.get("/healthz", headers={"X-Request-ID": too_long}).headers["X-Request-ID"] != too_long
+
+
 def test_the_dashboard_file_is_valid_grafana_json() -> None:
     dashboard = json.loads(Path(DASHBOARD).read_text())
     assert dashboard["uid"] == "walletsync"

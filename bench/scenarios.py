@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import random
 import secrets
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,8 +36,8 @@ class Config:
     concurrency: int = 8  # load generator connections (= GUNICORN_WORKERS x GUNICORN_THREADS)
     web_workers: int = 2
     web_threads: int = 4
-    ingest_requests: int = 3000  # per target, over all rounds
-    ingest_rounds: int = 3
+    ingest_requests: int = 3600  # per target, over all rounds (below gunicorn's max_requests per worker)
+    ingest_rounds: int = 6
     ingest_warmup: int = 300
     limit: int = 50  # Commerce Layer's 50 per 10 s, scaled to 50 per 1 s
     limit_seconds: int = 1
@@ -194,6 +195,13 @@ class IngestTarget:
     marker: bytes
     rounds: list[LoadResult] = field(default_factory=list)
     cpu: list[dict[str, float]] = field(default_factory=list)
+
+    def ratio_to(self, other: IngestTarget) -> float:
+        """Median over rounds of this target's rate over `other`'s in the same round: the two ran back to back,
+        so each round's ratio sees the same machine, and one disturbed round cannot move the median."""
+        return statistics.median(
+            mine.rate / theirs.rate for mine, theirs in zip(self.rounds, other.rounds, strict=True)
+        )
 
     @property
     def total(self) -> LoadResult:

@@ -178,7 +178,9 @@ def _ingest(results: Results) -> str:
         f"{c.ingest_warmup} warm-up requests, in {c.ingest_rounds} alternating rounds (each target first once in "
         "turn) against servers running side by side. The webhook answers 200 only once the task is in Redis; no "
         "worker runs, so the queue grows. The trivial route is `bench/trivial_app.py` (reads the body, answers "
-        "a small JSON) on the same gunicorn settings.",
+        "a small JSON) on the same gunicorn settings. Per request the webhook checks the signature (the `stripe` "
+        "library), parses the event, runs one Redis script (dedupe, queue the task, status record, snapshot), "
+        "counts two metrics and writes one log line.",
         "",
         "| target | requests | accepted / s | p50 ms | p99 ms | mean ms | ratio to trivial (median of rounds; "
         "of totals) | ratio to everysec (median of rounds) | "

@@ -5,8 +5,9 @@ window, scored by Redis's clock. A call is counted from when its budget is taken
 back, from the time of that answer (`settle`): Commerce Layer counted it at some moment in between, so our window
 always ends after Commerce Layer's and a reservation taken ahead of time (the lookup and the writes of a sync) or
 a slow request can never make us send a call that Commerce Layer's window still refuses.
-A call that finds no budget raises `RateLimited` with the time until budget frees; the task is rescheduled for
-then (a Celery countdown), never sleeping in a worker slot. Every window applies to every call (a conservative
+A call that finds no budget raises `RateLimited` with the time until its turn (refused callers get consecutive
+turns from when budget frees, see `_ACQUIRE`); the task is rescheduled for then (a Celery countdown), never
+sleeping in a worker slot. Every window applies to every call (a conservative
 reading of "per endpoint" and "per class" limits: it can only err on the side of fewer calls).
 
 When Commerce Layer answers 429 anyway, its headers are authoritative: every process pauses for the announced
@@ -33,18 +34,27 @@ TEST_WINDOWS = "25/10s,100/60s"
 _WINDOW_KEY = "walletsync:ratelimit:window:"  # + seconds: a sorted set of calls, scored by time
 _PAUSE_KEY = "walletsync:ratelimit:pause"
 _OVERRIDE_KEY = "walletsync:ratelimit:override:"
+_TURNS_KEY = "walletsync:ratelimit:next_turn"  # when the next refused caller is told to come back
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*s\s*$")
 
 
-# KEYS: one sorted set per window. ARGV: calls, id prefix, then limit and seconds of each window.
-# Takes `calls` entries in every window, or none and answers the seconds until enough of them free.
+# KEYS: one sorted set per window, then the deferral schedule. ARGV: calls, id prefix, then limit and seconds of
+# each window. Takes `calls` entries in every window, or none and answers the seconds until the caller's turn.
+#
+# Turns: when budget runs out with a backlog waiting, every refused caller would be told the same moment (when the
+# oldest call leaves the window) and they would all come back together, one in many to find budget and the rest
+# to be refused again, cycling through the queue. Instead refused callers get consecutive turns from that moment
+# on, spaced at half the steady pace of the strictest window (so budget freed by a caller that no longer needs it
+# is taken by the next): each comes back about when budget is there for it.
 _ACQUIRE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local calls = tonumber(ARGV[1])
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local limit, seconds = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+local windows = #KEYS - 1
+local wait, pace = 0, 0
+for i = 1, windows do
+  local key, limit, seconds = KEYS[i], tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  pace = math.max(pace, seconds / limit)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - seconds)
   local used = redis.call('ZCARD', key)
   if used + calls > limit then
@@ -53,10 +63,15 @@ for i, key in ipairs(KEYS) do
     wait = math.max(wait, (entry[2] and tonumber(entry[2]) or now) + seconds - now)
   end
 end
-if wait > 0 then return tostring(math.max(wait, 0.01)) end
-for i, key in ipairs(KEYS) do
-  for n = 1, calls do redis.call('ZADD', key, now, ARGV[2] .. ':' .. n) end
-  redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[2 + 2 * i]) * 1000) + 60000)
+if wait > 0 then
+  local turn = math.max(now + wait, tonumber(redis.call('GET', KEYS[#KEYS]) or '0'))
+  local next_turn = turn + pace * calls / 4
+  redis.call('SET', KEYS[#KEYS], tostring(next_turn), 'PX', math.ceil((next_turn - now) * 1000) + 1000)
+  return tostring(math.max(turn - now, 0.01))
+end
+for i = 1, windows do
+  for n = 1, calls do redis.call('ZADD', KEYS[i], now, ARGV[2] .. ':' .. n) end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 + 2 * i]) * 1000) + 60000)
 end
 return '0'
 """
@@ -129,7 +144,8 @@ class RateLimiter:
         args: list[str | int] = [calls, prefix]
         for window in windows:
             args += [window.limit, window.seconds]
-        wait = float(self._acquire(keys=[f"{_WINDOW_KEY}{w.seconds}" for w in windows], args=args))
+        keys = [f"{_WINDOW_KEY}{w.seconds}" for w in windows] + [_TURNS_KEY]
+        wait = float(self._acquire(keys=keys, args=args))
         if wait > 0:
             raise RateLimited(wait)
         return [f"{prefix}:{n}" for n in range(1, calls + 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 import sys
@@ -73,6 +74,32 @@ def test_no_budget_says_when_it_frees(redis_client: redis.Redis, redis_url: str)
     with pytest.raises(RateLimited) as raised:
         limiter.acquire(access_token=LIVE)
     assert 0 < raised.value.retry_after <= 10
+
+
+def test_refused_callers_get_consecutive_turns_from_when_budget_frees(redis_client: redis.Redis) -> None:
+    """A backlog refused together must not come back together: each is told a later moment than the one before,
+    spaced at a quarter of the strictest window's pace per call (a backlog that settles without calls leaves
+    budget for the next), starting when budget frees."""
+    limiter = RateLimiter(redis_client, windows=(Window(10, 10), Window(30, 60)))  # strictest pace: 2 s per call
+    limiter.acquire(access_token=LIVE, calls=10)
+    waits = []
+    for _ in range(5):
+        with pytest.raises(RateLimited) as raised:
+            limiter.acquire(access_token=LIVE, calls=2)
+        waits.append(raised.value.retry_after)
+    assert 9 < waits[0] <= 10  # the first turn: when the 10 s window frees
+    gaps = [later - earlier for earlier, later in itertools.pairwise(waits)]
+    assert all(0.95 < gap < 1.05 for gap in gaps), gaps  # 2 s per call x 2 calls / 4
+
+
+def test_a_caller_that_finds_budget_takes_it_whatever_turns_were_given(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, windows=(Window(1, 1),))
+    limiter.acquire(access_token=LIVE)
+    for _ in range(20):  # turns handed out far beyond the next second
+        with pytest.raises(RateLimited):
+            limiter.acquire(access_token=LIVE)
+    redis_client.delete("walletsync:ratelimit:window:1")  # the window has moved on
+    assert limiter.acquire(access_token=LIVE)
 
 
 def test_a_reservation_takes_several_calls_at_once(redis_client: redis.Redis, redis_url: str) -> None:

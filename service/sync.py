@@ -73,6 +73,10 @@ def sync_payment_method(
     if wait > 0:
         raise Settling(wait)  # more events of this card are arriving: write the newest once they stop
     with ordering.lease(event.provider, event.payment_source_token):
+        # Again under the lease: another task may have written the newest state while this one waited for it.
+        settled = _settled_from_redis(event, ordering=ordering, snapshots=snapshots)
+        if settled is not None:
+            return settled
         target = snapshots.newest(event)  # read under the lease: the newest state at the time of writing
         known = ordering.known_sources(event.provider, event.payment_source_token)
         wallets.reserve(1 + len(known or [None]))  # a lookup and the writes, so the budget is not spent halfway

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -327,3 +328,29 @@ def test_a_card_still_receiving_a_burst_is_written_once_it_is_quiet(
         sync_payment_method(second, wallets=wallets, ordering=ordering, snapshots=settling)
     assert 0 < raised.value.retry_after <= 1.0
     assert len(wallets.updates) == 1
+
+
+def test_a_task_that_got_the_lease_after_another_wrote_the_newest_state_makes_no_call(
+    ordering: Ordering, snapshots: Snapshots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a task's first look at Redis and its lease, another task may write the card's newest state: the
+    look is repeated under the lease, so the late task neither reads nor writes (one read per write in a burst)."""
+    wallets = FakeWallets(source())
+    older, newest = event("evt_1", 1000), event("evt_2", 2000, card=Card(last4="7777"))
+    run(wallets, ordering, event("evt_0", 900))  # the card is known: its ids are cached
+    snapshots.offer(newest)
+    real_lease = ordering.lease
+
+    @contextlib.contextmanager
+    def lease_after_the_other_task(provider: str, token: str) -> Iterator[None]:
+        monkeypatch.setattr(ordering, "lease", real_lease)
+        assert sync(newest, wallets, ordering).outcome is Outcome.APPLIED  # the other task, first to the lease
+        with real_lease(provider, token):
+            yield
+
+    monkeypatch.setattr(ordering, "lease", lease_after_the_other_task)
+    lookups, reserved = wallets.lookups, wallets.reserved
+    assert sync(older, wallets, ordering).outcome is Outcome.STALE
+    assert wallets.lookups == lookups + 1  # only the other task's
+    assert wallets.reserved == reserved + 2
+    assert [attributes["metadata"][SYNC_KEY]["event_id"] for _, attributes in wallets.updates] == ["evt_0", "evt_2"]

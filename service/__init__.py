@@ -57,14 +57,14 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.redis_url)
-    broker = BrokerSettings(redis_url=settings.redis_url)
+    celery = create_celery(BrokerSettings(redis_url=settings.redis_url))
     if publish is None:
-        publish = celery_publisher(broker)
+        publish = celery_publisher(celery)
     app.extensions["walletsync"] = WebRuntime(
         settings=settings,
         redis=client,
         adapters=build_adapters(settings),
-        intake=Intake(client, sync_task_envelope(create_celery(broker))),
+        intake=Intake(client, sync_task_envelope(celery)),
         publish=publish,
     )
 

@@ -51,12 +51,10 @@ def _check_worker_settings(**_: Any) -> None:
 def _start_redelivery(settings: WorkerSettings) -> None:
     from service.redelivery import Redeliverer
     from service.redis_store import connect
-    from tasks.celery_app import celery_publisher
+    from tasks.celery_app import celery_publisher, create_celery
 
-    broker = BrokerSettings.from_environ()
-    redeliverer = Redeliverer(
-        connect(settings.redis_url), celery_publisher(broker), after_seconds=settings.redeliver_after_seconds
-    )
+    publish = celery_publisher(create_celery(BrokerSettings.from_environ()))
+    redeliverer = Redeliverer(connect(settings.redis_url), publish, after_seconds=settings.redeliver_after_seconds)
     redeliverer.run_forever(interval=min(60.0, settings.redeliver_after_seconds / 4))
 
 

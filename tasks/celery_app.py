@@ -79,10 +79,9 @@ def create_celery(broker: BrokerSettings | None = None) -> Celery:
 Publish = Callable[[dict[str, Any], float], str]
 
 
-def celery_publisher(broker: BrokerSettings) -> Publish:
+def celery_publisher(celery: Celery) -> Publish:
     """Publishes one sync task (operator replays, the worker's redelivery sweep; the webhook queues its own
     through `tasks.envelope`)."""
-    celery = create_celery(broker)
 
     def publish(message: dict[str, Any], accepted_at: float) -> str:
         result = celery.send_task(

@@ -34,7 +34,7 @@ UNIQUE_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}
 
 
 def sent_by_celery(redis_url: str, client: redis.Redis) -> dict[str, Any]:
-    celery_publisher(BrokerSettings(redis_url=redis_url))(EVENT, 1234.5)
+    celery_publisher(create_celery(BrokerSettings(redis_url=redis_url)))(EVENT, 1234.5)
     [raw] = client.lrange(QUEUE, 0, -1)
     client.delete(QUEUE)
     return dict(json.loads(raw))

@@ -35,7 +35,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from service.domain import FINAL_OUTCOMES, Outcome, PaymentMethodEvent
-from service.eventlog import DEAD_LETTERS_KEY, DeadLetter, EventLog, event_key
+from service.eventlog import DEAD_LETTERS_KEY, DeadLetter, EventLog, event_key, history_key
 
 if TYPE_CHECKING:
     from service import WebRuntime
@@ -383,7 +383,7 @@ def replay_one(runtime: WebRuntime, target: Target, *, force: bool = False, dry_
     with client.pipeline(transaction=True) as pipe:
         # From here on, any write to the record (a fast worker already running the replayed task, or a task still
         # in flight) makes our update below step aside instead of overwriting a newer status with `queued`.
-        pipe.watch(key, key + ":history")  # type: ignore[no-untyped-call]
+        pipe.watch(key, history_key(target.provider, target.event_id))  # type: ignore[no-untyped-call]
         record = events.status(target.provider, target.event_id)
         if not record:
             raise Skipped("unknown event (no status record)")
@@ -438,7 +438,7 @@ def _note_replay(events: EventLog, client: redis.Redis, target: Target, task_id:
     current = ""
     for _ in range(_WATCH_ATTEMPTS):
         with client.pipeline(transaction=True) as pipe:
-            pipe.watch(key, key + ":history")  # type: ignore[no-untyped-call]
+            pipe.watch(key, history_key(target.provider, target.event_id))  # type: ignore[no-untyped-call]
             current = events.status(target.provider, target.event_id).get("status", "")
             try:
                 outcome = Outcome(current)

@@ -27,8 +27,10 @@ DEAD_LETTERS_KEY = "walletsync:dead"
 PENDING_KEY = "walletsync:pending"
 
 
-# `EventLog.record(..., Outcome.QUEUED, fields=event_fields(...), first_status=True)` as a Lua function, for the
-# webhook's intake script (service.intake), which records the event in the same atomic step as it queues it.
+# The record `EventLog.record(..., Outcome.QUEUED, fields=event_fields(...))` writes, as a Lua function for the
+# webhook's intake script (service.intake), which records the event in the same atomic step as it queues it. One
+# difference: a status already there (a worker's, say, for an event an operator replayed) is kept, not
+# overwritten with `queued`.
 RECORD_QUEUED_LUA = f"""
 local function record_queued(event, history, pending, provider, event_id, event_type, event_created, token,
                              event_json, task_id, stamp, score)
@@ -95,28 +97,22 @@ class EventLog:
         fields: Mapping[str, str | int] | None = None,
         note: Mapping[str, Any] | None = None,
         pipeline: redis.client.Pipeline | None = None,
-        first_status: bool = False,
     ) -> None:
-        """Set the status (and any extra fields) and append one history entry, atomically.
-
-        `first_status`: set the status only if the record has none yet. The web process records `queued` after
-        publishing, and a fast worker may already have recorded the final outcome by then."""
+        """Set the status (and any extra fields) and append one history entry, atomically."""
         key = event_key(provider, event_id)
         stamp = now_iso()
         mapping: dict[str, Any] = {"provider": provider, "event_id": event_id, "updated_at": stamp}
         mapping.update(fields or {})
+        mapping["status"] = status.value
         entry = {"at": stamp, "status": status.value, **(note or {})}
         pipe = pipeline if pipeline is not None else self._redis.pipeline(transaction=True)
-        if first_status:
-            pipe.hsetnx(key, "status", status.value)
-        else:
-            mapping["status"] = status.value
         pipe.hset(key, mapping=cast(Any, mapping))  # redis-py types the mapping invariantly
         pipe.hsetnx(key, "received_at", stamp)
         pipe.expire(key, RETENTION_SECONDS)
-        pipe.rpush(key + ":history", json.dumps(entry, separators=(",", ":")))
-        pipe.ltrim(key + ":history", -HISTORY_LIMIT, -1)
-        pipe.expire(key + ":history", RETENTION_SECONDS)
+        history = history_key(provider, event_id)
+        pipe.rpush(history, json.dumps(entry, separators=(",", ":")))
+        pipe.ltrim(history, -HISTORY_LIMIT, -1)
+        pipe.expire(history, RETENTION_SECONDS)
         member = f"{provider}:{event_id}"
         if status in FINAL_OUTCOMES:
             pipe.zrem(PENDING_KEY, member)
@@ -149,7 +145,7 @@ class EventLog:
         return outcome
 
     def append_history(self, provider: str, event_id: str, entry: Mapping[str, Any]) -> None:
-        key = event_key(provider, event_id) + ":history"
+        key = history_key(provider, event_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.rpush(key, json.dumps({"at": now_iso(), **entry}, separators=(",", ":")))
         pipe.ltrim(key, -HISTORY_LIMIT, -1)
@@ -187,7 +183,7 @@ class EventLog:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def history(self, provider: str, event_id: str) -> list[dict[str, Any]]:
-        raw = self._redis.lrange(event_key(provider, event_id) + ":history", 0, -1)
+        raw = self._redis.lrange(history_key(provider, event_id), 0, -1)
         return [json.loads(item) for item in raw]
 
     def dead_letters(self, *, older_than: float | None = None) -> list[DeadLetter]:

@@ -83,7 +83,6 @@ def seen_key(provider: str, event_id: str) -> str:
 
 class Intake:
     def __init__(self, client: redis.Redis, envelope: Envelope) -> None:
-        self._redis = client
         self._envelope = envelope
         self._events = EventLog(client)
         self._accept = client.register_script(_ACCEPT)

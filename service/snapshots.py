@@ -18,6 +18,7 @@ import json
 import redis
 
 from service.domain import PaymentMethodEvent
+from service.eventlog import event_json
 from service.ordering import encode
 
 SNAPSHOT_TTL_SECONDS = 40 * 24 * 3600
@@ -63,7 +64,7 @@ class Snapshots:
     def offer(self, event: PaymentMethodEvent) -> None:
         """Keep `event` if it is newer than the snapshot held (atomic)."""
         key = snapshot_key(event.provider, event.payment_source_token)
-        self._offer(keys=[key], args=[encode(event.order_key), json.dumps(event.to_message()), SNAPSHOT_TTL_SECONDS])
+        self._offer(keys=[key], args=[encode(event.order_key), event_json(event), SNAPSHOT_TTL_SECONDS])
 
     def quiet_wait(self, event: PaymentMethodEvent) -> float:
         """Seconds until `event`'s card has been quiet for `burst_quiet` seconds, when its newest two events

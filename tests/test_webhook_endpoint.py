@@ -308,7 +308,6 @@ def test_the_intake_records_an_event_as_the_event_log_would(client: FlaskClient,
         Outcome.QUEUED,
         fields={**event_fields(twin), "task_id": by_intake["task_id"]},
         note={"task_id": by_intake["task_id"]},
-        first_status=True,
     )
     by_python = EventLog(redis_client).status("stripe", "evt_by_python")
     [python_entry] = EventLog(redis_client).history("stripe", "evt_by_python")

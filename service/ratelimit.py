@@ -7,8 +7,8 @@ always ends after Commerce Layer's and a reservation taken ahead of time (the lo
 a slow request can never make us send a call that Commerce Layer's window still refuses.
 A call that finds no budget raises `RateLimited` with the time until its turn (refused callers get consecutive
 turns from when budget frees, see `_ACQUIRE`); the task is rescheduled for then (a Celery countdown), never
-sleeping in a worker slot. Every window applies to every call (a conservative
-reading of "per endpoint" and "per class" limits: it can only err on the side of fewer calls).
+sleeping in a worker slot. Every window applies to every call (a conservative reading of "per endpoint" and
+"per class" limits: it can only err on the side of fewer calls).
 
 When Commerce Layer answers 429 anyway, its headers are authoritative: every process pauses for the announced
 interval, and a stricter `X-Ratelimit-Limit` than ours replaces our window of that length for an hour.
@@ -44,8 +44,9 @@ _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*s\s*$")
 # Turns: when budget runs out with a backlog waiting, every refused caller would be told the same moment (when the
 # oldest call leaves the window) and they would all come back together, one in many to find budget and the rest
 # to be refused again, cycling through the queue. Instead refused callers get consecutive turns from that moment
-# on, spaced at half the steady pace of the strictest window (so budget freed by a caller that no longer needs it
-# is taken by the next): each comes back about when budget is there for it.
+# on, spaced at a quarter of the strictest window's steady pace per call (so that budget left unused by a caller
+# that no longer needs it, its event settled meanwhile, is taken by the next): each comes back about when budget
+# is there for it.
 _ACQUIRE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000

@@ -72,8 +72,6 @@ sync_payment_method_task = shared_task(bind=True, name=SYNC_TASK, max_retries=No
 
 
 def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accepted_at: float) -> str:
-    # Waits that are not failures are capped like backoffs, far below the broker's visibility timeout: a task
-    # held for its countdown longer than that would be delivered a second time.
     cap = runtime.settings.retry.backoff_cap_seconds
     try:
         result = sync(event, wallets=runtime.commercelayer, ordering=runtime.ordering, snapshots=runtime.snapshots)
@@ -82,14 +80,14 @@ def _run(task: Task, event: PaymentMethodEvent, runtime: WorkerRuntime, *, accep
         _retry_later(task, random.uniform(0.5, 2.0), reason="source_busy")
     except Settling as settling:
         # The card's events are arriving in a burst: write the newest once they stop. Not a failure.
-        _retry_later(task, min(settling.retry_after, cap) + random.uniform(0.05, 0.25), reason="settling")
+        _wait(task, settling.retry_after, cap=cap, jitter=(0.05, 0.25), reason="settling")
     except RateLimited as limited:
         # No budget left in Commerce Layer's rate limit: come back when it frees. Not a failure.
         # Its turn (see service.ratelimit): a little jitter only, so that refused tasks keep their spacing.
-        _retry_later(task, min(limited.retry_after, cap) + random.uniform(0, 0.1), reason="rate_limited")
+        _wait(task, limited.retry_after, cap=cap, jitter=(0, 0.1), reason="rate_limited")
     except BreakerOpen as open_breaker:
         # Commerce Layer is failing hard; the event waits for it without spending its retry budget.
-        _retry_later(task, min(open_breaker.retry_after, cap) + random.uniform(0, 3.0), reason="breaker_open")
+        _wait(task, open_breaker.retry_after, cap=cap, jitter=(0, 3.0), reason="breaker_open")
     except CommerceLayerError as error:
         return _failed(task, event, runtime, error, accepted_at=accepted_at)
     except SoftTimeLimitExceeded:
@@ -142,6 +140,12 @@ def _dead(event: PaymentMethodEvent, runtime: WorkerRuntime, *, reason: str, att
     log.error("event dead-lettered", extra={"reason": reason, "attempts": attempts})
     metrics().task_outcomes.labels(event.provider, Outcome.DEAD.value).inc()
     return Outcome.DEAD.value
+
+
+def _wait(task: Task, seconds: float, *, cap: float, jitter: tuple[float, float], reason: str) -> NoReturn:
+    """Reschedule for a wait that is not a failure (no attempt counted). Capped like a backoff, far below the
+    broker's visibility timeout: a task held for its countdown longer than that would be delivered twice."""
+    _retry_later(task, min(seconds, cap) + random.uniform(*jitter), reason=reason)
 
 
 def _retry_later(task: Task, countdown: float, *, reason: str) -> NoReturn:

@@ -30,6 +30,12 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def _cost_fits(results: Results) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Linear fits of calls and of drain seconds against backlog size (for the summary and section 4)."""
+    xs = [float(d.events) for d in results.cost]
+    return _fit(xs, [float(d.total_calls) for d in results.cost]), _fit(xs, [d.seconds for d in results.cost])
+
+
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     """Least squares y = a x + b, and R²."""
     if len(xs) < 2:
@@ -155,9 +161,7 @@ def _summary(results: Results) -> str:
             f"{_yes(newest == len(results.bursts))} |"
         )
     if len(results.cost) >= 2:
-        xs = [float(d.events) for d in results.cost]
-        _, _, r2_calls = _fit(xs, [float(d.total_calls) for d in results.cost])
-        _, _, r2_wall = _fit(xs, [d.seconds for d in results.cost])
+        (_, _, r2_calls), (_, _, r2_wall) = _cost_fits(results)
         ok = r2_calls >= 0.99 and r2_wall >= 0.98
         rows.append(
             f"| cost curve: linear fit R² of calls / wall time | {r2_calls:.4f} / {r2_wall:.4f} | linear | {_yes(ok)} |"
@@ -339,9 +343,7 @@ def _cost(results: Results) -> str:
             f"{d.seconds / d.events * 1000:.1f} | {d.fraction_of_limit(c):.2f} | {d.served_429} |"
         )
     if len(results.cost) >= 2:
-        xs = [float(d.events) for d in results.cost]
-        a, b, r2 = _fit(xs, [float(d.total_calls) for d in results.cost])
-        wa, wb, wr2 = _fit(xs, [d.seconds for d in results.cost])
+        (a, b, r2), (wa, wb, wr2) = _cost_fits(results)
         rows.append("")
         rows.append(
             f"Least-squares fits: calls ≈ {a:.3f} * events {b:+.1f} (R² {r2:.4f}); drain time ≈ {wa * 1000:.2f} s per "
